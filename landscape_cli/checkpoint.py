@@ -1,0 +1,223 @@
+"""The self-describing checkpoint: what was trained, on what, how, and the weights.
+
+Native checkpoints are plain dicts of strings, numbers and tensors so that
+``torch.load(weights_only=True)`` reads them: nothing in a checkpoint can execute code.
+Foreign files (a bare state_dict, or one under ``state_dict``/``model``/``model_state_dict``)
+load too when the caller supplies the model spec.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .atomic import atomic_path
+from .errors import LandscapeError
+from .zoo.models import build_model
+
+FORMAT = "landscape-checkpoint"
+FORMAT_VERSION = 1
+LOSSES = ("cross_entropy", "mse")
+FOREIGN_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint says about a model; `None` where a foreign file is silent."""
+
+    state_dict: dict[str, torch.Tensor]
+    model: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    loss: str | None = None
+    optimizer: dict[str, Any] | None = None
+    step: int | None = None
+    epoch: int | None = None
+    seed: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    format_version: int | None = FORMAT_VERSION
+    created: str | None = None
+    tool_version: str | None = None
+    path: Path | None = None
+    sha256: str | None = None
+    native: bool = True
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(t.numel()) for t in self.state_dict.values() if t.is_floating_point())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form (only types `weights_only=True` accepts)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "tool_version": __version__,
+            "created": self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": self.model,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+            "data": self.data,
+            "loss": self.loss,
+            "optimizer": self.optimizer,
+            "step": self.step,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "metrics": dict(self.metrics),
+        }
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = True) -> Path:
+    """Save atomically: a crash mid-write leaves the previous file (or none), never half a file."""
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise LandscapeError(f"file not found: {path}")
+    if path.is_dir():
+        raise LandscapeError(f"{path} is a directory, not a checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if "Weights only load failed" in msg:
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f" (it references {found.group(1)})" if found else ""
+            raise LandscapeError(
+                f"refusing to load {path}: unpickling it would run arbitrary code{what}; landscape loads "
+                "checkpoints with weights_only=True. Re-save it as a plain state_dict "
+                "(torch.save(model.state_dict(), ...)) in an environment you trust"
+            ) from None
+        raise LandscapeError(f"{path} is not a PyTorch checkpoint ({msg.splitlines()[0]})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LandscapeError(f"{path} is truncated or corrupt ({first[:120]})") from None
+    except Exception as exc:  # noqa: BLE001 - anything else torch.load trips over is a bad file
+        raise LandscapeError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__})") from None
+
+
+def _tensor_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    loss: str | None = None,
+) -> Checkpoint:
+    """Read a native or foreign checkpoint; `model`, `data`, `loss` override what the file says."""
+    path = Path(path)
+    raw = _read(path)
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        version = int(raw.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise LandscapeError(
+                f"{path} has checkpoint format {version}; this landscape reads up to {FORMAT_VERSION}: "
+                "upgrade landscape"
+            )
+        if not _tensor_dict(raw.get("state_dict")):
+            raise LandscapeError(f"{path} is a landscape checkpoint without a state_dict")
+        ckpt = Checkpoint(
+            state_dict=raw["state_dict"],
+            model=raw.get("model"),
+            data=raw.get("data"),
+            loss=raw.get("loss"),
+            optimizer=raw.get("optimizer"),
+            step=raw.get("step"),
+            epoch=raw.get("epoch"),
+            seed=raw.get("seed"),
+            metrics=dict(raw.get("metrics") or {}),
+            format_version=version,
+            created=raw.get("created"),
+            tool_version=raw.get("tool_version"),
+            native=True,
+        )
+    else:
+        ckpt = Checkpoint(state_dict=_foreign_state_dict(raw, path), format_version=None, native=False)
+    ckpt.path = path
+    ckpt.sha256 = file_sha256(path)
+    if model is not None:
+        ckpt.model = model
+    if data is not None:
+        ckpt.data = data
+    if loss is not None:
+        ckpt.loss = loss
+    if ckpt.loss is not None and ckpt.loss not in LOSSES:
+        raise LandscapeError(f"unknown loss '{ckpt.loss}'; choose one of {', '.join(LOSSES)}")
+    return ckpt
+
+
+def _foreign_state_dict(raw: Any, path: Path) -> dict[str, torch.Tensor]:
+    if _tensor_dict(raw):
+        return dict(raw)
+    if isinstance(raw, dict):
+        for key in FOREIGN_KEYS:
+            if _tensor_dict(raw.get(key)):
+                return dict(raw[key])
+    raise LandscapeError(
+        f"{path} holds no state_dict: expected a landscape checkpoint, a state_dict, or a dict with one under "
+        f"{', '.join(repr(k) for k in FOREIGN_KEYS)}"
+    )
+
+
+def require(ckpt: Checkpoint, what: str) -> None:
+    """Fail with the option that would supply a field the checkpoint does not record."""
+    option = {"model": "--model", "data": "--data", "loss": "--loss"}[what]
+    if getattr(ckpt, what) is None:
+        raise LandscapeError(f"{ckpt.path} does not record its {what}; pass {option}")
+
+
+def instantiate(ckpt: Checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Build the model and load the weights, naming every key that does not fit."""
+    require(ckpt, "model")
+    assert ckpt.model is not None
+    module = build_model(ckpt.model)
+    check_fit(module, ckpt.state_dict, ckpt.path)
+    module.load_state_dict(ckpt.state_dict, strict=True)
+    return module.to(device=device, dtype=dtype)
+
+
+def check_fit(module: nn.Module, state: dict[str, torch.Tensor], source: Path | None) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped (file vs model)", misshaped),
+        ):
+            if keys:
+                shown = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+                parts.append(f"{label}: {shown}")
+        raise LandscapeError(f"state_dict in {source} does not fit the model: " + "; ".join(parts))

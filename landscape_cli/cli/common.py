@@ -1,0 +1,164 @@
+"""Options shared by several commands, and their translation into library calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..checkpoint import LOSSES, Checkpoint, load_checkpoint
+from ..errors import LandscapeError
+from ..zoo.data import data_spec
+from ..zoo.models import model_spec
+
+PROBLEM_PANEL = "Data and model"
+COMPUTE_PANEL = "Computation"
+OUTPUT_PANEL = "Output"
+
+
+def parse_kv(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, lists), else as a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise LandscapeError(f"{option} expects KEY=VALUE, got '{pair}'")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model for a checkpoint that does not record one (or to override it): a built-in name "
+        "(mlp, cnn, resnet) or an entry point 'pkg.module:factory' / 'file.py:factory'.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+ModelArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-arg",
+        help="KEY=VALUE keyword argument for the model factory (VALUE read as JSON, e.g. "
+        "widths=[64,32,10]); repeatable.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Dataset, when the checkpoint does not record one (or to override it): digits, "
+        "gaussian-mixture, spirals, teacher-student, a .npz/.pt file with x and y, or 'pkg.module:function'.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+DataArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-arg",
+        help="KEY=VALUE argument for the dataset (e.g. limit=1000, n=500); repeatable.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        help="train, test or all. Default: the split the checkpoint records (train for --data).",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+LossOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--loss",
+        help="cross_entropy or mse (0.5*||f-onehot||^2 summed over outputs), when the checkpoint does not record it.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+SamplesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--samples",
+        help="Use a fixed seeded subset of N samples instead of the whole split.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        help="Samples per chunk. The operator is the Hessian of the mean loss over all samples "
+        "whatever the chunk size (exact weighting); only memory and speed change.",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
+]
+TrainModeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--train-mode",
+        help="Evaluate in train mode (BatchNorm uses each chunk's batch statistics, dropout on "
+        "with fixed masks). Default: eval mode.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+HvpOpt = Annotated[
+    str,
+    typer.Option(
+        "--hvp",
+        help="Hessian-vector product method: auto (time both, keep the faster), jvp "
+        "(forward-over-reverse) or double-backward.",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.", rich_help_panel=COMPUTE_PANEL),
+]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.", rich_help_panel=COMPUTE_PANEL)]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed", help="Seed of every random choice (subset, start vectors, probes).", rich_help_panel=COMPUTE_PANEL
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT_PANEL)]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of a table.", rich_help_panel=OUTPUT_PANEL)
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing output files.", rich_help_panel=OUTPUT_PANEL)
+]
+
+
+def open_checkpoint(
+    path: Path,
+    model: str | None,
+    model_args: list[str] | None,
+    data: str | None,
+    data_args: list[str] | None,
+    loss: str | None,
+    seed: int = 0,
+) -> Checkpoint:
+    """Load a checkpoint with the command line's overrides applied."""
+    if loss is not None and loss not in LOSSES:
+        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
+    m_spec = model_spec(model, parse_kv(model_args, "--model-arg")) if model else None
+    d_spec = data_spec(data, "train", seed, parse_kv(data_args, "--data-arg")) if data else None
+    ckpt = load_checkpoint(path, model=m_spec, data=d_spec, loss=loss)
+    if model is None and model_args:
+        if ckpt.model is None:
+            raise LandscapeError("--model-arg needs --model: the checkpoint does not record its model")
+        ckpt.model = {**ckpt.model, "kwargs": {**ckpt.model.get("kwargs", {}), **parse_kv(model_args, "--model-arg")}}
+    if data is None and data_args:
+        if ckpt.data is None:
+            raise LandscapeError("--data-arg needs --data: the checkpoint does not record its data")
+        ckpt.data = {**ckpt.data, "kwargs": {**ckpt.data.get("kwargs", {}), **parse_kv(data_args, "--data-arg")}}
+    return ckpt

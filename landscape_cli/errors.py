@@ -1,0 +1,8 @@
+"""One exception type for every problem the user can fix (bad file, bad option, bad data).
+
+The CLI turns it into one line on stderr and exit code 2; library callers can catch it.
+"""
+
+
+class LandscapeError(Exception):
+    """A problem with the user's input, explained in one line."""

@@ -1,0 +1,15 @@
+"""Pure numerics on a symmetric matvec over flat tensors; testable with explicit matrices."""
+
+from .density import DensityResult, slq_density
+from .lanczos import LanczosResult, RitzValues, lanczos_extremal
+from .trace import TraceResult, hutchpp_trace
+
+__all__ = [
+    "DensityResult",
+    "LanczosResult",
+    "RitzValues",
+    "TraceResult",
+    "hutchpp_trace",
+    "lanczos_extremal",
+    "slq_density",
+]

@@ -1,0 +1,286 @@
+"""Problem: the mean loss over a fixed set of samples as a pure function of a flat parameter vector.
+
+It owns everything that touches the data: chunking with exact weighting (the sum of chunk sums
+divided by N, so the operator does not depend on the chunk size), train/eval mode and
+BatchNorm, and the two ways of computing Hessian-vector products.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, jvp
+
+from .errors import LandscapeError
+from .zoo.data import Dataset
+
+HVP_METHODS = ("jvp", "double-backward")
+#: Samples used to time the two HVP methods against each other.
+CALIBRATION_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and offsets of the trainable parameters inside one flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, params: dict[str, torch.Tensor]) -> ParamLayout:
+        offsets, total = [], 0
+        for t in params.values():
+            offsets.append(total)
+            total += t.numel()
+        offsets.append(total)
+        return cls(tuple(params), tuple(t.shape for t in params.values()), tuple(offsets))
+
+    @property
+    def size(self) -> int:
+        return self.offsets[-1]
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views into `flat`, one per parameter (no copy)."""
+        return {
+            name: flat[self.offsets[i] : self.offsets[i + 1]].view(shape)
+            for i, (name, shape) in enumerate(zip(self.names, self.shapes, strict=True))
+        }
+
+    def flatten(self, tensors: dict[str, torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        values = tensors.values() if isinstance(tensors, dict) else tensors
+        return torch.cat([t.reshape(-1) for t in values])
+
+
+def per_sample_loss_sum(output: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Sum over the chunk of each sample's loss.
+
+    ``mse`` is 0.5 * ||f(x) - y||^2 summed over outputs, with one-hot targets for class labels
+    (Cohen et al.'s convention), so its Hessian is the Gauss-Newton matrix plus residual terms
+    without a 1/classes factor.
+    """
+    if loss == "cross_entropy":
+        if target.dtype != torch.long:
+            raise LandscapeError("cross_entropy needs class labels; use --loss mse for regression targets")
+        return F.cross_entropy(output, target, reduction="sum")
+    if loss == "mse":
+        if target.dtype == torch.long:
+            target = F.one_hot(target, output.shape[-1]).to(output.dtype)
+        if target.shape != output.shape:
+            raise LandscapeError(
+                f"mse: model outputs {tuple(output.shape[1:])} but targets are {tuple(target.shape[1:])}"
+            )
+        return 0.5 * (output - target).pow(2).sum()
+    raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
+
+
+def _disable_running_stats(model: nn.Module) -> None:
+    """In train mode use each chunk's batch statistics without updating the stored ones."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+
+
+class Problem:
+    """Loss, gradient and Hessian-vector products of the mean loss over a fixed sample set."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        loss: str,
+        *,
+        batch_size: int = 2048,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        train_mode: bool = False,
+        hvp: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise LandscapeError(f"--batch-size must be at least 1, got {batch_size}")
+        if hvp not in ("auto", *HVP_METHODS):
+            raise LandscapeError(f"unknown HVP method '{hvp}'; choose auto, {', '.join(HVP_METHODS)}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.loss_name = loss
+        self.train_mode = train_mode
+        self.seed = seed
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
+        self.model.train(train_mode)
+        if train_mode:
+            _disable_running_stats(self.model)
+        self.params = {k: p.detach() for k, p in self.model.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise LandscapeError("the model has no trainable parameters")
+        self.buffers = {k: b.detach() for k, b in self.model.named_buffers()}
+        for name, tensor in self.params.items():
+            if not torch.isfinite(tensor).all():
+                raise LandscapeError(f"parameter '{name}' contains NaN or inf")
+        self.layout = ParamLayout.of(self.params)
+        self.w = self.layout.flatten(self.params).clone()
+        self.x = data.x.to(self.device, dtype)
+        self.y = data.y.to(self.device) if data.y.dtype == torch.long else data.y.to(self.device, dtype)
+        self.n_samples = len(data)
+        self.batch_size = min(batch_size, self.n_samples)
+        self.chunks = [
+            slice(i, min(i + self.batch_size, self.n_samples)) for i in range(0, self.n_samples, self.batch_size)
+        ]
+        self.is_classification = data.y.dtype == torch.long
+        self.requested_hvp = hvp
+        self.hvp_method: str | None = None if hvp == "auto" else hvp
+        self.hvp_timings: dict[str, float] = {}
+        self.hvp_calls = 0
+
+    @property
+    def n_params(self) -> int:
+        return self.layout.size
+
+    @property
+    def mode(self) -> str:
+        return "train" if self.train_mode else "eval"
+
+    # -- the pure function ------------------------------------------------------------------
+    def _loss_sum(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(self.model, (params, self.buffers), (x,))
+        return per_sample_loss_sum(out, y, self.loss_name)
+
+    @contextlib.contextmanager
+    def _chunk_rng(self, index: int) -> Iterator[None]:
+        """Fix dropout masks per chunk in train mode so that the operator is deterministic."""
+        if not self.train_mode:
+            yield
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + index)
+            yield
+
+    def _point(self, w: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.layout.unflatten(self.w if w is None else w)
+
+    # -- values -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, w: torch.Tensor | None = None) -> dict[str, float]:
+        """Mean loss and (for classification) accuracy in %, at `w` (default: the checkpoint)."""
+        params = self._point(w)
+        loss_sum, correct = 0.0, 0
+        for i, chunk in enumerate(self.chunks):
+            with self._chunk_rng(i):
+                out = functional_call(self.model, (params, self.buffers), (self.x[chunk],))
+            loss_sum += float(per_sample_loss_sum(out, self.y[chunk], self.loss_name))
+            if self.is_classification:
+                correct += int((out.argmax(dim=-1) == self.y[chunk]).sum())
+        result = {"loss": loss_sum / self.n_samples}
+        if self.is_classification:
+            result["accuracy"] = 100.0 * correct / self.n_samples
+        return result
+
+    def loss_and_gradient(self, w: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+        """Mean loss and its gradient (flat) over all samples."""
+        params = self._point(w)
+        total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+        loss_sum = 0.0
+        fn = grad_and_value(self._loss_sum)
+        for i, chunk in enumerate(self.chunks):
+            with self._chunk_rng(i):
+                g, value = fn(params, self.x[chunk], self.y[chunk])
+            total += self.layout.flatten(g)
+            loss_sum += float(value)
+        return loss_sum / self.n_samples, total / self.n_samples
+
+    # -- Hessian-vector products ----------------------------------------------------------------
+    def _hvp_jvp(self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], chunk: slice) -> torch.Tensor:
+        x, y = self.x[chunk], self.y[chunk]
+        _, hv = jvp(lambda p: grad(self._loss_sum)(p, x, y), (params,), (v,))
+        return self.layout.flatten(hv)
+
+    def _hvp_double_backward(
+        self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], chunk: slice
+    ) -> torch.Tensor:
+        leaves = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+        with torch.enable_grad():
+            value = self._loss_sum(leaves, self.x[chunk], self.y[chunk])
+            grads = torch.autograd.grad(value, tuple(leaves.values()), create_graph=True, allow_unused=True)
+            dot = sum((g * v[k]).sum() for k, g in zip(leaves, grads, strict=True) if g is not None and g.requires_grad)
+            if not isinstance(dot, torch.Tensor):  # the gradient does not depend on the parameters
+                return torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+            hv = torch.autograd.grad(dot, tuple(leaves.values()), allow_unused=True)
+        return self.layout.flatten(
+            tuple(torch.zeros_like(t) if h is None else h for t, h in zip(leaves.values(), hv, strict=True))
+        )
+
+    def _hvp_chunk(self, method: str, params: dict, v: dict, chunk: slice, index: int) -> torch.Tensor:
+        with self._chunk_rng(index):
+            if method == "jvp":
+                return self._hvp_jvp(params, v, chunk)
+            return self._hvp_double_backward(params, v, chunk)
+
+    def choose_hvp_method(self) -> str:
+        """Time both HVP methods on a slice of the data and keep the faster one.
+
+        Which is faster depends on the model and device, so it is measured, not guessed. A method
+        that fails (an op without forward-mode or double-backward support) is skipped.
+        """
+        if self.hvp_method is not None:
+            return self.hvp_method
+        chunk = slice(0, min(CALIBRATION_SAMPLES, self.n_samples))
+        params = self._point(None)
+        v = self.layout.unflatten(torch.ones(self.n_params, device=self.device, dtype=self.dtype))
+        errors: dict[str, str] = {}
+        for method in HVP_METHODS:
+            try:
+                self._hvp_chunk(method, params, v, chunk, 0)  # warm-up
+                times = []
+                for _ in range(3):
+                    self._sync()
+                    start = time.perf_counter()
+                    self._hvp_chunk(method, params, v, chunk, 0)
+                    self._sync()
+                    times.append(time.perf_counter() - start)
+                self.hvp_timings[method] = min(times)
+            except LandscapeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an op may lack one kind of derivative
+                errors[method] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if not self.hvp_timings:
+            raise LandscapeError(
+                "the model supports neither HVP method: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+            )
+        self.hvp_method = min(self.hvp_timings, key=self.hvp_timings.__getitem__)
+        return self.hvp_method
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def hvp(self, v: torch.Tensor, w: torch.Tensor | None = None, method: str | None = None) -> torch.Tensor:
+        """H v for the Hessian of the mean loss at `w` (default: the checkpoint), as a flat vector."""
+        method = method or self.choose_hvp_method()
+        params = self._point(w)
+        tangent = self.layout.unflatten(v.to(self.device, self.dtype))
+        total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
+        for i, chunk in enumerate(self.chunks):
+            total += self._hvp_chunk(method, params, tangent, chunk, i)
+        self.hvp_calls += 1
+        return total / self.n_samples
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "n_params": self.n_params,
+            "n_samples": self.n_samples,
+            "batch_size": self.batch_size,
+            "mode": self.mode,
+            "loss": self.loss_name,
+            "hvp_method": self.hvp_method,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }

@@ -1,0 +1,99 @@
+"""From a checkpoint file and the user's options to a ready Problem (the glue every command shares)."""
+
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import Checkpoint, instantiate, require
+from .errors import LandscapeError
+from .problem import Problem
+from .zoo.data import load_data
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; an explicit device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LandscapeError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LandscapeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LandscapeError(f"device '{name}' does not exist ({torch.cuda.device_count()} CUDA devices)")
+    elif device.type != "cpu":
+        raise LandscapeError(f"device type '{device.type}' is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise LandscapeError(f"unknown dtype '{name}'; choose float32 or float64") from None
+
+
+def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
+    """A fixed seeded subset of `samples` indices (sorted), or None for all `n`."""
+    if samples is None or samples >= n:
+        if samples is not None and samples < 1:
+            raise LandscapeError(f"--samples must be at least 1, got {samples}")
+        return None
+    if samples < 1:
+        raise LandscapeError(f"--samples must be at least 1, got {samples}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)[:samples].sort().values
+
+
+def problem_from_checkpoint(
+    ckpt: Checkpoint,
+    *,
+    split: str | None = None,
+    samples: int | None = None,
+    batch_size: int = 2048,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    train_mode: bool = False,
+    hvp: str = "auto",
+    seed: int = 0,
+) -> Problem:
+    """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset."""
+    require(ckpt, "model")
+    require(ckpt, "data")
+    require(ckpt, "loss")
+    assert ckpt.data is not None and ckpt.loss is not None
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
+    spec = dict(ckpt.data)
+    if split is not None:
+        spec["split"] = split
+    data = load_data(spec)
+    indices = subset_indices(len(data), samples, seed)
+    if indices is not None:
+        data = data.subset(indices)
+    model = instantiate(ckpt, device=device, dtype=dtype)
+    try:
+        with torch.no_grad():
+            out = model(data.x[:2].to(device, dtype))
+    except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
+        raise LandscapeError(
+            f"the model does not accept inputs of shape {tuple(data.x.shape[1:])} from the data: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    if data.task == "classification" and out.shape[-1] <= int(data.y.max()):
+        raise LandscapeError(f"the model has {out.shape[-1]} outputs but the data has labels up to {int(data.y.max())}")
+    return Problem(
+        model,
+        data,
+        ckpt.loss,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        train_mode=train_mode,
+        hvp=hvp,
+        seed=seed,
+    )

@@ -1,0 +1,166 @@
+"""Hessian spectrum of a Problem: extremal eigenvalues, trace and density, as plain results."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import LandscapeError
+from .linalg import (
+    DensityResult,
+    LanczosResult,
+    TraceResult,
+    hutchpp_trace,
+    lanczos_extremal,
+    slq_density,
+)
+from .problem import Problem
+from .progress import Tracker
+
+
+@dataclass
+class SpectrumOptions:
+    top_k: int = 5
+    bottom_k: int = 0
+    tol: float = 1e-4
+    max_iter: int = 200
+    trace: bool = False
+    trace_hvps: int = 90
+    density: bool = False
+    density_runs: int = 5
+    density_steps: int = 80
+    density_sigma: float | None = None
+    save_eigenvectors: bool = False
+    seed: int = 0
+
+    def validate(self, n_params: int) -> None:
+        if self.top_k < 0 or self.bottom_k < 0:
+            raise LandscapeError("--top-k and --bottom-k must be non-negative")
+        if self.top_k + self.bottom_k == 0 and not (self.trace or self.density):
+            raise LandscapeError(
+                "nothing to compute: --top-k and --bottom-k are 0 and neither --trace nor --density is set"
+            )
+        if self.top_k + self.bottom_k > n_params:
+            raise LandscapeError(
+                f"--top-k {self.top_k} plus --bottom-k {self.bottom_k} exceeds the number of parameters ({n_params})"
+            )
+        if not 0 < self.tol < 1:
+            raise LandscapeError(f"--tol must lie in (0, 1), got {self.tol}")
+        if self.max_iter < max(1, self.top_k + self.bottom_k):
+            raise LandscapeError(f"--max-iter {self.max_iter} is below the number of eigenvalues asked for")
+        if self.trace and self.trace_hvps < 6:
+            raise LandscapeError(f"--trace-hvps must be at least 6, got {self.trace_hvps}")
+        if self.density and (self.density_runs < 1 or self.density_steps < 2):
+            raise LandscapeError("--density-runs must be at least 1 and --density-steps at least 2")
+        if self.density_sigma is not None and self.density_sigma <= 0:
+            raise LandscapeError(f"--density-sigma must be positive, got {self.density_sigma}")
+
+
+@dataclass
+class SpectrumResult:
+    """Every number `landscape spectrum` reports, with what it was computed on."""
+
+    loss: float
+    accuracy: float | None
+    grad_norm: float
+    problem: dict
+    options: SpectrumOptions
+    lanczos: LanczosResult | None = None
+    trace: TraceResult | None = None
+    density: DensityResult | None = None
+    eigenvectors: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hvps(self) -> int:
+        return sum(r.matvecs for r in (self.lanczos, self.trace, self.density) if r is not None)
+
+
+def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracker | None = None) -> SpectrumResult:
+    """Run what `options` asks for on `problem`. Fails on a non-finite loss before any HVP."""
+    tracker = tracker or Tracker(None)
+    options.validate(problem.n_params)
+    started = time.perf_counter()
+    metrics = problem.evaluate()
+    loss, gradient = problem.loss_and_gradient()
+    if not np.isfinite(loss) or not torch.isfinite(gradient).all():
+        raise LandscapeError(f"the loss at the checkpoint is {loss} (not finite); nothing to analyse")
+    problem.choose_hvp_method()
+    result = SpectrumResult(
+        loss=loss,
+        accuracy=metrics.get("accuracy"),
+        grad_norm=float(gradient.double().norm()),
+        problem=problem.describe(),
+        options=options,
+    )
+    result.seconds["setup"] = time.perf_counter() - started
+    common = {"seed": options.seed, "device": problem.device, "dtype": problem.dtype}
+    hvp = _checked(problem)
+    if options.top_k + options.bottom_k:
+        tracker.start("Lanczos", total=min(options.max_iter, problem.n_params))
+        t0 = time.perf_counter()
+        result.lanczos = lanczos_extremal(
+            hvp,
+            problem.n_params,
+            top_k=options.top_k,
+            bottom_k=options.bottom_k,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            want_vectors=options.save_eigenvectors,
+            on_step=lambda steps, _: tracker.update(steps),
+            **common,
+        )
+        result.seconds["lanczos"] = time.perf_counter() - t0
+        if options.save_eigenvectors:
+            result.eigenvectors = _by_name(problem, result.lanczos)
+    if options.trace:
+        tracker.start("Hutch++ trace", total=options.trace_hvps // 3 * 3)
+        t0 = time.perf_counter()
+        result.trace = hutchpp_trace(
+            hvp, problem.n_params, matvecs=options.trace_hvps, on_matvec=tracker.update, **common
+        )
+        result.seconds["trace"] = time.perf_counter() - t0
+    if options.density:
+        steps = min(options.density_steps, problem.n_params)
+        tracker.start("Density (SLQ)", total=options.density_runs * steps)
+        t0 = time.perf_counter()
+        result.density = slq_density(
+            hvp,
+            problem.n_params,
+            runs=options.density_runs,
+            steps=steps,
+            sigma=options.density_sigma,
+            on_matvec=tracker.update,
+            **common,
+        )
+        result.seconds["density"] = time.perf_counter() - t0
+    result.seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def _checked(problem: Problem):
+    """HVPs that stop the run with a clear message when the curvature is not finite."""
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        out = problem.hvp(v)
+        if not torch.isfinite(out).all():
+            raise LandscapeError(
+                "a Hessian-vector product returned NaN or inf; the loss is not twice differentiable here"
+            )
+        return out
+
+    return hvp
+
+
+def _by_name(problem: Problem, lanczos: LanczosResult) -> dict[str, list[dict[str, np.ndarray]]]:
+    out: dict[str, list[dict[str, np.ndarray]]] = {}
+    for which in ("top", "bottom"):
+        vectors = getattr(lanczos, which).vectors
+        if vectors is not None:
+            out[which] = [
+                {k: t.detach().cpu().numpy() for k, t in problem.layout.unflatten(v).items()} for v in vectors
+            ]
+    return out

@@ -1,0 +1,262 @@
+"""Built-in and user datasets, as in-memory tensors, from a data spec.
+
+A data spec is a plain dict stored in every checkpoint::
+
+    {"name": "digits", "split": "train", "seed": 0, "kwargs": {}, "preprocessing": "standardize"}
+    {"path": "data.npz", "split": "all", ...}
+    {"entrypoint": "pkg.module:function", ...}
+
+Nothing is downloaded: digits ships with scikit-learn, the synthetic sets are generated
+from the seed, and files and entry points are the user's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import LandscapeError
+from .entrypoints import is_entrypoint, resolve_entrypoint
+
+SPLITS = ("train", "test", "all")
+TEST_FRACTION = 0.2
+#: The train/test split of the built-in sets never moves, whatever the training seed.
+SPLIT_SEED = 0
+
+
+@dataclass
+class Dataset:
+    """Inputs and targets held in memory; targets are class indices or regression values."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.y.dtype == torch.long else "regression"
+
+    @property
+    def num_classes(self) -> int | None:
+        return int(self.y.max().item()) + 1 if self.task == "classification" and len(self.y) else None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, indices: torch.Tensor) -> Dataset:
+        return Dataset(self.x[indices], self.y[indices])
+
+
+def _split_indices(n: int, split: str) -> np.ndarray:
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_test = int(round(TEST_FRACTION * n))
+    if split == "train":
+        return np.sort(order[n_test:])
+    if split == "test":
+        return np.sort(order[:n_test])
+    return np.arange(n)
+
+
+def _standardize(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    mean = reference.mean(axis=0)
+    std = reference.std(axis=0)
+    std[std == 0] = 1.0
+    return (x - mean) / std
+
+
+def _finish(x: np.ndarray, y: np.ndarray, split: str, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Split with the fixed seed and standardize with statistics of the training part."""
+    idx = _split_indices(len(x), split)
+    if standardize:
+        x = _standardize(x, x[_split_indices(len(x), "train")])
+    return x[idx], y[idx]
+
+
+def _digits(seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return _finish(bunch.data.astype(np.float64), bunch.target.astype(np.int64), split, True)
+
+
+def _gaussian_mixture(
+    seed: int, split: str, n: int = 2000, dim: int = 16, classes: int = 4, separation: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    centres *= separation / np.linalg.norm(centres, axis=1, keepdims=True)
+    y = rng.integers(0, classes, size=n)
+    x = centres[y] + rng.normal(size=(n, dim))
+    return _finish(x, y.astype(np.int64), split, True)
+
+
+def _spirals(
+    seed: int, split: str, n: int = 1000, noise: float = 0.2, turns: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    t = np.sqrt(rng.uniform(size=n)) * turns * 2 * math.pi
+    radius = t / (turns * 2 * math.pi) * 3.0
+    angle = t + math.pi * y
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    x += noise * rng.normal(size=x.shape)
+    return _finish(x, y.astype(np.int64), split, False)
+
+
+def _teacher_student(
+    seed: int,
+    split: str,
+    n: int = 2000,
+    dim: int = 16,
+    hidden: int = 32,
+    outputs: int = 1,
+    noise: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim))
+    w1 = rng.normal(size=(dim, hidden)) / math.sqrt(dim)
+    w2 = rng.normal(size=(hidden, outputs)) / math.sqrt(hidden)
+    y = np.tanh(x @ w1) @ w2 + noise * rng.normal(size=(n, outputs))
+    return _finish(x, y, split, False)
+
+
+DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "digits": _digits,
+    "gaussian-mixture": _gaussian_mixture,
+    "spirals": _spirals,
+    "teacher-student": _teacher_student,
+}
+PREPROCESSING = {
+    "digits": "standardize (train-split statistics)",
+    "gaussian-mixture": "standardize (train-split statistics)",
+}
+
+
+def data_spec(name: str, split: str = "train", seed: int = 0, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The spec dict for a built-in name, a data file or an entry point."""
+    if split not in SPLITS:
+        raise LandscapeError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+    spec: dict[str, Any] = {"split": split, "seed": int(seed), "kwargs": dict(kwargs or {})}
+    if name in DATASETS:
+        spec["name"] = name
+        spec["preprocessing"] = PREPROCESSING.get(name, "none")
+    elif name.endswith((".npz", ".pt", ".pth")) and not is_entrypoint(name):
+        spec["path"] = name
+        spec["preprocessing"] = "none"
+    elif is_entrypoint(name):
+        spec["entrypoint"] = name
+        spec["preprocessing"] = "none"
+    else:
+        raise LandscapeError(
+            f"unknown dataset '{name}'; built-in datasets are {', '.join(DATASETS)}, "
+            "or give a .npz/.pt file with x and y, or an entry point 'pkg.module:function'"
+        )
+    return spec
+
+
+def describe_data(spec: dict[str, Any]) -> str:
+    source = spec.get("name") or spec.get("path") or spec.get("entrypoint")
+    extra = "".join(f",{k}={v}" for k, v in (spec.get("kwargs") or {}).items())
+    return f"{source}[{spec.get('split', 'train')}{extra}]"
+
+
+def load_data(spec: dict[str, Any]) -> Dataset:
+    """Materialize the dataset a spec describes as tensors (float inputs, long or float targets)."""
+    split = spec.get("split", "train")
+    if split not in SPLITS:
+        raise LandscapeError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+    kwargs = dict(spec.get("kwargs") or {})
+    limit = kwargs.pop("limit", None)
+    if "name" in spec:
+        fn = DATASETS.get(spec["name"])
+        if fn is None:
+            raise LandscapeError(f"unknown dataset '{spec['name']}'; built-in datasets are {', '.join(DATASETS)}")
+        try:
+            x, y = fn(int(spec.get("seed", 0)), split, **kwargs)
+        except TypeError as exc:
+            raise LandscapeError(f"dataset '{spec['name']}': {exc}") from None
+        data = Dataset(torch.from_numpy(np.ascontiguousarray(x)).float(), _targets(y))
+    elif "path" in spec:
+        data = _load_file(Path(spec["path"]), split)
+    elif "entrypoint" in spec:
+        data = _load_entrypoint(spec["entrypoint"], split, kwargs)
+    else:
+        raise LandscapeError("data spec names neither a built-in dataset, a file nor an entry point")
+    if limit is not None:
+        data = Dataset(data.x[: int(limit)], data.y[: int(limit)])
+    if len(data) == 0:
+        raise LandscapeError(f"dataset {describe_data(spec)} is empty")
+    return data
+
+
+def _targets(y: Any) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        return t.long().reshape(-1)
+    return t.float() if t.dim() > 1 else t.float().reshape(-1, 1)
+
+
+def _as_dataset(x: Any, y: Any, source: str) -> Dataset:
+    x_t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    y_t = _targets(y)
+    if x_t.shape[0] != y_t.shape[0]:
+        raise LandscapeError(f"{source}: x has {x_t.shape[0]} rows but y has {y_t.shape[0]}")
+    return Dataset(x_t.float(), y_t)
+
+
+def _load_file(path: Path, split: str) -> Dataset:
+    if not path.is_file():
+        raise LandscapeError(f"data file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                contents = {k: arrays[k] for k in arrays.files}
+        else:
+            contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any read failure means a bad file
+        raise LandscapeError(f"cannot read data file {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(contents, dict):
+        raise LandscapeError(f"data file {path} must hold a mapping with arrays 'x' and 'y'")
+    candidates = {"train": [("x_train", "y_train"), ("x", "y")], "all": [("x", "y")], "test": [("x_test", "y_test")]}[
+        split
+    ]
+    keys = next((k for k in candidates if k[0] in contents and k[1] in contents), None)
+    if keys is None:
+        wanted = " or ".join(f"{a!r}/{b!r}" for a, b in candidates)
+        raise LandscapeError(
+            f"data file {path} has no arrays {wanted} for split '{split}' (found: {', '.join(contents)})"
+        )
+    return _as_dataset(contents[keys[0]], contents[keys[1]], str(path))
+
+
+def _load_entrypoint(spec: str, split: str, kwargs: dict[str, Any]) -> Dataset:
+    fn = resolve_entrypoint(spec)
+    try:
+        if "split" in inspect.signature(fn).parameters:
+            kwargs = {**kwargs, "split": split}
+    except (TypeError, ValueError):
+        pass
+    try:
+        out = fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's function failed
+        raise LandscapeError(f"data entry point '{spec}' failed: {type(exc).__name__}: {exc}") from exc
+    if isinstance(out, dict) and "x" in out and "y" in out:
+        return _as_dataset(out["x"], out["y"], spec)
+    if isinstance(out, tuple | list) and len(out) == 2:
+        return _as_dataset(out[0], out[1], spec)
+    if isinstance(out, torch.utils.data.Dataset):
+        items = [out[i] for i in range(len(out))]  # type: ignore[arg-type]
+        if not items:
+            raise LandscapeError(f"data entry point '{spec}' returned an empty Dataset")
+        xs = torch.stack([torch.as_tensor(item[0]) for item in items])
+        ys = torch.stack([torch.as_tensor(item[1]) for item in items])
+        return _as_dataset(xs, ys, spec)
+    raise LandscapeError(
+        f"data entry point '{spec}' returned {type(out).__name__}; expected (x, y), {{'x','y'}} or a torch Dataset"
+    )
