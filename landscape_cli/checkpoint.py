@@ -198,7 +198,8 @@ def instantiate(ckpt: Checkpoint, device: torch.device | str = "cpu", dtype: tor
     module = build_model(ckpt.model)
     check_fit(module, ckpt.state_dict, ckpt.path)
     module.load_state_dict(ckpt.state_dict, strict=True)
-    return module.to(device=device, dtype=dtype)
+    # Eval mode by default: a stray forward pass in train mode would move BatchNorm's statistics.
+    return module.to(device=device, dtype=dtype).eval()
 
 
 def check_fit(module: nn.Module, state: dict[str, torch.Tensor], source: Path | None) -> None:

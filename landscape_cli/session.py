@@ -78,7 +78,7 @@ def problem_from_checkpoint(
     model = instantiate(ckpt, device=device, dtype=dtype)
     try:
         with torch.no_grad():
-            out = model(data.x[:2].to(device, dtype))
+            out = model.eval()(data.x[:2].to(device, dtype))
     except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
         raise LandscapeError(
             f"the model does not accept inputs of shape {tuple(data.x.shape[1:])} from the data: "
