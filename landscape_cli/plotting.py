@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .results import open_results, read_attrs  # noqa: E402
@@ -64,6 +65,7 @@ def _eigenvalue_panel(ax: plt.Axes, f: h5py.File) -> None:
         )
         for i, v in zip(idx, values, strict=True):
             ax.annotate(f"{v:.4g}", (i, v), textcoords="offset points", xytext=(6, 2), fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("index (1 = largest for top, most negative for bottom)")
     ax.set_ylabel("eigenvalue")

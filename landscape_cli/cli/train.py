@@ -51,7 +51,7 @@ def train_command(
         ),
     ] = "128",
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs to train (or give --steps).", rich_help_panel=OPT)
+        int | None, typer.Option("--epochs", help="Epochs to train (default 10 when --steps is not given).", rich_help_panel=OPT)
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train.", rich_help_panel=OPT)] = None,
     save_every: Annotated[
@@ -62,13 +62,17 @@ def train_command(
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
-    seed: c.SeedOpt = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of the initialization and of the mini-batch order.", rich_help_panel=c.COMPUTE_PANEL
+    )] = 0,
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=c.OUTPUT_PANEL)
     ] = False,
-    quiet: c.QuietOpt = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Do not log each saved checkpoint on stderr.", rich_help_panel=c.OUTPUT_PANEL
+    )] = False,
 ) -> None:
     """Train a model with SGD (momentum, weight decay; mini-batch or full batch) and save checkpoints.
 
