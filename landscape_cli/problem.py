@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, jvp
+from torch.func import functional_call, grad, jvp
 
 from .errors import LandscapeError
 from .zoo.data import Dataset
@@ -80,6 +80,21 @@ def per_sample_loss_sum(output: torch.Tensor, target: torch.Tensor, loss: str) -
             )
         return 0.5 * (output - target).pow(2).sum()
     raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device) -> Iterator[None]:
+    """Turn off TF32 on CUDA while computing: cuDNN convolutions default to TF32 (10-bit mantissa),
+    which moved the ResNet sample's second eigenvalue by 1e-3 relative on an H100."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _disable_running_stats(model: nn.Module) -> None:
@@ -154,13 +169,15 @@ class Problem:
         return per_sample_loss_sum(out, y, self.loss_name)
 
     @contextlib.contextmanager
-    def _chunk_rng(self, index: int) -> Iterator[None]:
-        """Fix dropout masks per chunk in train mode so that the operator is deterministic."""
+    def _chunk_context(self, index: int) -> Iterator[None]:
+        """Full float32 precision, and in train mode fixed dropout masks per chunk so that the operator is
+        deterministic."""
         if not self.train_mode:
-            yield
+            with full_float32(self.device):
+                yield
             return
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), full_float32(self.device):
             torch.manual_seed(self.seed * 1_000_003 + index)
             yield
 
@@ -174,7 +191,7 @@ class Problem:
         params = self._point(w)
         loss_sum, correct = 0.0, 0
         for i, chunk in enumerate(self.chunks):
-            with self._chunk_rng(i):
+            with self._chunk_context(i):
                 out = functional_call(self.model, (params, self.buffers), (self.x[chunk],))
             loss_sum += float(per_sample_loss_sum(out, self.y[chunk], self.loss_name))
             if self.is_classification:
@@ -185,16 +202,18 @@ class Problem:
         return result
 
     def loss_and_gradient(self, w: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
-        """Mean loss and its gradient (flat) over all samples."""
-        params = self._point(w)
+        """Mean loss and its gradient (flat) over all samples (plain autograd: no torch.func start-up)."""
+        leaves = {k: t.detach().requires_grad_(True) for k, t in self._point(w).items()}
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         loss_sum = 0.0
-        fn = grad_and_value(self._loss_sum)
         for i, chunk in enumerate(self.chunks):
-            with self._chunk_rng(i):
-                g, value = fn(params, self.x[chunk], self.y[chunk])
-            total += self.layout.flatten(g)
-            loss_sum += float(value)
+            with self._chunk_context(i), torch.enable_grad():
+                value = self._loss_sum(leaves, self.x[chunk], self.y[chunk])
+                grads = torch.autograd.grad(value, tuple(leaves.values()), allow_unused=True)
+            total += self.layout.flatten(
+                tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves.values(), grads, strict=True))
+            )
+            loss_sum += float(value.detach())
         return loss_sum / self.n_samples, total / self.n_samples
 
     # -- Hessian-vector products ----------------------------------------------------------------
@@ -219,7 +238,7 @@ class Problem:
         )
 
     def _hvp_chunk(self, method: str, params: dict, v: dict, chunk: slice, index: int) -> torch.Tensor:
-        with self._chunk_rng(index):
+        with self._chunk_context(index):
             if method == "jvp":
                 return self._hvp_jvp(params, v, chunk)
             return self._hvp_double_backward(params, v, chunk)
@@ -240,7 +259,7 @@ class Problem:
             try:
                 self._hvp_chunk(method, params, v, chunk, 0)  # warm-up
                 times = []
-                for _ in range(3):
+                for _ in range(2):
                     self._sync()
                     start = time.perf_counter()
                     self._hvp_chunk(method, params, v, chunk, 0)
