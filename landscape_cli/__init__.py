@@ -18,7 +18,7 @@ from .problem import ParamLayout, Problem
 from .results import describe_results, provenance, write_spectrum
 from .session import problem_from_checkpoint, resolve_device
 from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum
-from .train import TrainConfig, train
+from .train import TrainConfig, train_model
 from .zoo import build_model, data_spec, load_data, model_spec
 
 __all__ = [
@@ -46,6 +46,6 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "slq_density",
-    "train",
+    "train_model",
     "write_spectrum",
 ]

@@ -19,9 +19,13 @@ def atomic_path(target: str | os.PathLike[str], overwrite: bool = True) -> Itera
     On any exception (Ctrl-C included) the temporary file is removed and `target` is untouched.
     """
     target = Path(target)
+    check_writable(target)
     if target.exists() and not overwrite:
         raise LandscapeError(f"{target} exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LandscapeError(f"cannot create the directory of {target}: {exc.strerror or exc}") from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -40,10 +44,21 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(path: Path) -> None:
+    """Fail when `path` could never become a file: it is a directory, or a parent is a file."""
+    if path.is_dir():
+        raise LandscapeError(f"{path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise LandscapeError(f"cannot write {path}: {parent} is not a directory")
+
+
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    """Fail before any work is done when an output would clobber a file the user did not offer."""
-    if overwrite:
-        return
+    """Fail before any work is done when an output would clobber a file the user did not offer,
+    or could not be written at all."""
     for path in paths:
-        if path.exists():
+        check_writable(path)
+        if path.exists() and not overwrite:
             raise LandscapeError(f"{path} exists; pass --overwrite to replace it, or choose --out")

@@ -101,14 +101,22 @@ def _read(path: Path) -> Any:
         msg = str(exc)
         if "Weights only load failed" in msg:
             found = re.search(r"GLOBAL ([\w.]+)", msg)
-            what = f" (it references {found.group(1)})" if found else ""
+            if found is None:  # e.g. a plain pickle with opcodes the safe unpickler does not know
+                why = re.search(r"WeightsUnpickler error:\s*(.+)", msg)
+                detail = f" ({why.group(1).strip()[:120]})" if why else ""
+                raise LandscapeError(
+                    f"{path} is not a checkpoint that torch.load(weights_only=True) can read{detail}; re-save it "
+                    "with torch.save(model.state_dict(), ...)"
+                ) from None
             raise LandscapeError(
-                f"refusing to load {path}: unpickling it would run arbitrary code{what}; landscape loads "
-                "checkpoints with weights_only=True. Re-save it as a plain state_dict "
-                "(torch.save(model.state_dict(), ...)) in an environment you trust"
+                f"refusing to load {path}: unpickling it would run arbitrary code (it references "
+                f"{found.group(1)}); landscape loads checkpoints with weights_only=True. Re-save it as a plain "
+                "state_dict (torch.save(model.state_dict(), ...)) in an environment you trust"
             ) from None
         raise LandscapeError(f"{path} is not a PyTorch checkpoint ({msg.splitlines()[0]})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+    except PermissionError:
+        raise LandscapeError(f"cannot read {path}: permission denied") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LandscapeError(f"{path} is truncated or corrupt ({first[:120]})") from None
     except Exception as exc:  # noqa: BLE001 - anything else torch.load trips over is a bad file

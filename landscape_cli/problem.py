@@ -210,9 +210,7 @@ class Problem:
             with self._chunk_context(i), torch.enable_grad():
                 value = self._loss_sum(leaves, self.x[chunk], self.y[chunk])
                 grads = torch.autograd.grad(value, tuple(leaves.values()), allow_unused=True)
-            total += self.layout.flatten(
-                tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves.values(), grads, strict=True))
-            )
+            total += self._flatten_grads(leaves, grads)
             loss_sum += float(value.detach())
         return loss_sum / self.n_samples, total / self.n_samples
 
@@ -233,8 +231,12 @@ class Problem:
             if not isinstance(dot, torch.Tensor):  # the gradient does not depend on the parameters
                 return torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
             hv = torch.autograd.grad(dot, tuple(leaves.values()), allow_unused=True)
+        return self._flatten_grads(leaves, hv)
+
+    def _flatten_grads(self, leaves: dict[str, torch.Tensor], grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """Flatten autograd results; a parameter the loss does not reach contributes zeros."""
         return self.layout.flatten(
-            tuple(torch.zeros_like(t) if h is None else h for t, h in zip(leaves.values(), hv, strict=True))
+            tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves.values(), grads, strict=True))
         )
 
     def _hvp_chunk(self, method: str, params: dict, v: dict, chunk: slice, index: int) -> torch.Tensor:

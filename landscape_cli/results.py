@@ -42,7 +42,7 @@ def provenance(
         "checkpoint_sha256": ckpt.sha256 or "",
         "model_spec": json.dumps(ckpt.model, sort_keys=True),
         "data_spec": json.dumps(ckpt.data, sort_keys=True),
-        "loss": ckpt.loss or "",
+        "loss_function": ckpt.loss or "",  # "loss" is the value at the checkpoint
         "seed": int(seed),
         "device": problem_info.get("device", ""),
         "dtype": problem_info.get("dtype", ""),

@@ -36,20 +36,21 @@ class SpectrumOptions:
     save_eigenvectors: bool = False
     seed: int = 0
 
-    def validate(self, n_params: int) -> None:
+    def validate(self, n_params: int | None = None) -> None:
+        """Check the options; with `n_params`, also that the problem has room for the eigenvalues asked."""
         if self.top_k < 0 or self.bottom_k < 0:
             raise LandscapeError("--top-k and --bottom-k must be non-negative")
         if self.top_k + self.bottom_k == 0 and not (self.trace or self.density):
             raise LandscapeError(
                 "nothing to compute: --top-k and --bottom-k are 0 and neither --trace nor --density is set"
             )
-        if self.top_k + self.bottom_k > n_params:
+        if n_params is not None and self.top_k + self.bottom_k > n_params:
             raise LandscapeError(
                 f"--top-k {self.top_k} plus --bottom-k {self.bottom_k} exceeds the number of parameters ({n_params})"
             )
         if not 0 < self.tol < 1:
             raise LandscapeError(f"--tol must lie in (0, 1), got {self.tol}")
-        if self.max_iter < max(1, self.top_k + self.bottom_k):
+        if self.max_iter < 1 or (n_params is not None and self.max_iter < self.top_k + self.bottom_k):
             raise LandscapeError(f"--max-iter {self.max_iter} is below the number of eigenvalues asked for")
         if self.trace and self.trace_hvps < 6:
             raise LandscapeError(f"--trace-hvps must be at least 6, got {self.trace_hvps}")

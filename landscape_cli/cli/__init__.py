@@ -6,11 +6,13 @@ Errors the user can fix become one line on stderr and exit code 2; no tracebacks
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
 from .._version import __version__
 from ..errors import LandscapeError
+from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
 from .info import info_command
 from .spectrum import spectrum_command
@@ -19,7 +21,8 @@ from .train import train_command
 app = typer.Typer(
     name="landscape",
     help="Loss-landscape analysis of PyTorch models: Hessian spectra of checkpoints, and training that "
-    "writes self-describing checkpoints. Exit codes: 0 success, 2 bad input.",
+    "writes self-describing checkpoints. Exit codes: 0 success, 2 bad input or usage, 130 interrupted, "
+    "1 internal error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,10 +48,16 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning every user error into one line and exit code 2."""
     command = typer.main.get_command(app)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common.ARGV[:] = argv
     try:
         result = command.main(args=argv, prog_name="landscape", standalone_mode=False)
     except NoArgsIsHelpError as exc:
-        typer.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        # Building the exception rendered the help: Typer's rich help is printed then (on stdout), plain
+        # help is the message. Asking for it again would print the rich help a second time.
+        message = exc.format_message()
+        if message.strip():
+            typer.echo(message, err=True)
         return 2
     except Exit as exc:
         return int(exc.exit_code)

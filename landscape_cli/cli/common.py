@@ -13,6 +13,9 @@ from ..errors import LandscapeError
 from ..zoo.data import data_spec
 from ..zoo.models import model_spec
 
+#: The arguments of the command line being run (set by `main`), recorded in results as provenance.
+ARGV: list[str] = []
+
 PROBLEM_PANEL = "Data and model"
 COMPUTE_PANEL = "Computation"
 OUTPUT_PANEL = "Output"
@@ -162,3 +165,8 @@ def open_checkpoint(
             raise LandscapeError("--data-arg needs --data: the checkpoint does not record its data")
         ckpt.data = {**ckpt.data, "kwargs": {**ckpt.data.get("kwargs", {}), **parse_kv(data_args, "--data-arg")}}
     return ckpt
+
+
+def command_line() -> list[str]:
+    """The command line being run, as the user typed it (for provenance)."""
+    return ["landscape", *ARGV]

@@ -62,6 +62,8 @@ def info_command(
     results file holds (datasets, shapes, attributes)."""
     if not file.exists():
         raise LandscapeError(f"file not found: {file}")
+    if file.is_dir():
+        raise LandscapeError(f"{file} is a directory, not a checkpoint or results file")
     with open(file, "rb") as fh:
         is_hdf5 = fh.read(8) == HDF5_MAGIC
     summary = describe_results(file) if is_hdf5 else checkpoint_summary(file)

@@ -125,7 +125,10 @@ def spectrum_command(
         save_eigenvectors=save_eigenvectors,
         seed=seed,
     )
+    options.validate()  # before any loading: a typo in an option should not cost the model's load time
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed)
+    if split is not None and ckpt.data is not None:
+        ckpt.data = {**ckpt.data, "split": split}  # the provenance names the split that was used
     problem = problem_from_checkpoint(
         ckpt,
         split=split,
@@ -143,7 +146,7 @@ def spectrum_command(
     outputs = {"results": str(h5_path)}
     # Both files appear together or not at all: the figure is drawn from the unrenamed HDF5 file.
     with atomic_path(h5_path, overwrite=overwrite) as h5_tmp:
-        write_spectrum_file(h5_tmp, result, provenance(ckpt, result.problem, seed))
+        write_spectrum_file(h5_tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
         if plot:
             with atomic_path(png_path, overwrite=overwrite) as png_tmp:
                 draw_spectrum(h5_tmp, png_tmp)

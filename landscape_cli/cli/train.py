@@ -9,7 +9,7 @@ import typer
 
 from ..errors import LandscapeError
 from ..session import resolve_device, resolve_dtype
-from ..train import TrainConfig, train
+from ..train import TrainConfig, train_model
 from ..zoo.data import data_spec
 from ..zoo.models import model_spec
 from . import common as c
@@ -51,7 +51,8 @@ def train_command(
         ),
     ] = "128",
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs to train (default 10 when --steps is not given).", rich_help_panel=OPT)
+        int | None,
+        typer.Option("--epochs", help="Epochs to train (default 10 when --steps is not given).", rich_help_panel=OPT),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train.", rich_help_panel=OPT)] = None,
     save_every: Annotated[
@@ -62,17 +63,23 @@ def train_command(
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Seed of the initialization and of the mini-batch order.", rich_help_panel=c.COMPUTE_PANEL
-    )] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Seed of the initialization and of the mini-batch order.", rich_help_panel=c.COMPUTE_PANEL
+        ),
+    ] = 0,
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=c.OUTPUT_PANEL)
     ] = False,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="Do not log each saved checkpoint on stderr.", rich_help_panel=c.OUTPUT_PANEL
-    )] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Do not log each saved checkpoint on stderr.", rich_help_panel=c.OUTPUT_PANEL
+        ),
+    ] = False,
 ) -> None:
     """Train a model with SGD (momentum, weight decay; mini-batch or full batch) and save checkpoints.
 
@@ -107,7 +114,7 @@ def train_command(
     )
     if loss not in ("cross_entropy", "mse"):
         raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
-    final = train(
+    final = train_model(
         config, log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)), overwrite=overwrite
     )
     typer.echo(str(final))

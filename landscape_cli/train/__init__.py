@@ -1,5 +1,5 @@
 """Training: the loop that writes native checkpoints."""
 
-from .loop import TrainConfig, train
+from .loop import TrainConfig, train_model
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "train_model"]

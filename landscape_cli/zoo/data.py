@@ -173,6 +173,8 @@ def load_data(spec: dict[str, Any]) -> Dataset:
         raise LandscapeError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     kwargs = dict(spec.get("kwargs") or {})
     limit = kwargs.pop("limit", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise LandscapeError(f"data argument limit must be a positive integer, got {limit!r}")
     if "name" in spec:
         fn = DATASETS.get(spec["name"])
         if fn is None:
