@@ -56,7 +56,10 @@ def spectrum_command(
     ] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Estimate the trace by Hutch++.", rich_help_panel=EST)] = False,
     trace_hvps: Annotated[
-        int, typer.Option("--trace-hvps", help="HVPs for Hutch++ (a multiple of 3).", rich_help_panel=EST)
+        int,
+        typer.Option(
+            "--trace-hvps", help="HVPs for Hutch++ (rounded down to a multiple of 3; at least 6).", rich_help_panel=EST
+        ),
     ] = 90,
     density: Annotated[
         bool, typer.Option("--density", help="Spectral density by stochastic Lanczos quadrature.", rich_help_panel=EST)
