@@ -20,7 +20,7 @@ import typer
 
 from landscape_cli import __version__
 from landscape_cli.checkpoint import instantiate, load_checkpoint
-from landscape_cli.session import problem_from_checkpoint, subset_indices
+from landscape_cli.session import problem_from_checkpoint, resolve_device, subset_indices
 from landscape_cli.zoo.data import data_spec, load_data
 
 from .conftest import FAST, MLP_PARAMS, listing
@@ -164,7 +164,7 @@ def test_provenance_attributes(full, mlp_ckpt):
     assert a["loss_function"] == "cross_entropy"
     assert a["loss"] == pytest.approx(full.payload["loss"])
     assert a["seed"] == 3
-    assert a["device"] == "cpu"
+    assert a["device"] == str(resolve_device("auto"))  # the default --device auto, recorded as resolved
     assert a["dtype"] == "float32"
     assert a["mode"] == "eval"
     assert a["n_params"] == MLP_PARAMS and a["n_samples"] == 200
