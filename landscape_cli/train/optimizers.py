@@ -1,0 +1,226 @@
+"""The SAM family as one torch.optim wrapper around any base optimizer.
+
+Every variant takes the same two passes per step: the gradient g at w on the batch, then the
+gradient at w + eps; the base optimizer then steps *from w* with the descent gradient. The
+variants differ only in eps and in the descent gradient:
+
+    sam       eps = rho g / ||g||                                  (Foret et al. 2021)
+    asam      eps = rho T^2 g / ||T g||, T = |w| + eta             (Kwon et al. 2021)
+    ssam      as sam (or eps = rho g with ascent="unnormalized"), descent gradient rescaled to
+              ||g(w)|| / ||g(w + eps)|| times g(w + eps)            (Tan et al. 2024)
+    msam      per micro-batch j: eps_j = rho g_j / ||g_j||, descent = mean_j g_j(w + eps_j)
+              (Behdin et al. 2023); m = 1 is sam
+    eigensam  eps = rho (g_hat + alpha s v_perp) with v the top Hessian eigenvector of the batch
+              loss by power iteration every `eigen_every` steps (Luo et al. 2024)
+    usam      eps = rho g (unnormalized SAM; the edge-of-stability literature's USAM)
+
+The closure computes the loss of micro-batch ``j`` of ``m`` (``closure(j, m)``; ``(0, 1)`` is the
+whole batch) and returns it *without* calling backward: the optimizer differentiates it itself,
+which is what lets Eigen-SAM take Hessian-vector products of the same loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import LandscapeError
+
+VARIANTS = ("sam", "asam", "ssam", "msam", "eigensam", "usam")
+ASCENTS = ("normalized", "unnormalized")
+#: ASAM's T = |w| + eta keeps zero weights perturbable (the ASAM paper's eta).
+ASAM_ETA = 0.01
+Closure = Callable[[int, int], torch.Tensor]
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+class BatchNormFreeze:
+    """Snapshot every BatchNorm buffer and put it back: the perturbed pass must not move them."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._saved: list[dict[str, torch.Tensor]] = []
+
+    def __enter__(self) -> BatchNormFreeze:
+        self._saved = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)} for m in self.modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for module, saved in zip(self.modules, self._saved, strict=True):
+                for name, value in saved.items():
+                    getattr(module, name).copy_(value)
+
+
+class SharpnessAware(torch.optim.Optimizer):
+    """A SAM-family step around `base` (any torch.optim optimizer over the same parameters).
+
+    ``param_groups`` are the base optimizer's, so learning-rate schedulers work on this object.
+    Pass ``model`` so that BatchNorm statistics move only on the unperturbed pass.
+    """
+
+    def __init__(
+        self,
+        base: torch.optim.Optimizer,
+        *,
+        variant: str = "sam",
+        rho: float = 0.05,
+        ascent: str = "normalized",
+        micro_batches: int = 1,
+        eigen_iters: int = 5,
+        eigen_every: int = 100,
+        alpha: float = 0.2,
+        clip_grad_norm: float | None = None,
+        model: nn.Module | None = None,
+        seed: int = 0,
+    ) -> None:
+        if variant not in VARIANTS:
+            raise LandscapeError(f"unknown SAM variant '{variant}'; choose one of {', '.join(VARIANTS)}")
+        if not rho > 0:
+            raise LandscapeError(f"--rho must be positive, got {rho}")
+        if ascent not in ASCENTS:
+            raise LandscapeError(f"--ascent must be normalized or unnormalized, got '{ascent}'")
+        if micro_batches < 1:
+            raise LandscapeError(f"--micro-batches must be at least 1, got {micro_batches}")
+        if variant == "eigensam" and (eigen_iters < 1 or eigen_every < 1):
+            raise LandscapeError("--eigen-iters and --eigen-every must be at least 1")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise LandscapeError(f"--clip-grad-norm must be positive, got {clip_grad_norm}")
+        self.base = base
+        self.variant, self.rho, self.ascent = variant, float(rho), ascent
+        self.micro_batches = micro_batches if variant == "msam" else 1
+        self.eigen_iters, self.eigen_every, self.alpha = eigen_iters, eigen_every, float(alpha)
+        self.clip_grad_norm = clip_grad_norm
+        self.model = model
+        self.seed = seed
+        super().__init__([p for g in base.param_groups for p in g["params"]], {})
+        self.param_groups = base.param_groups
+        self.params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        self.steps = 0
+        self.eigenvector: list[torch.Tensor] | None = None
+        #: eps of the last step (for alignment diagnostics), and the gradient norms it saw.
+        self.last_perturbation: list[torch.Tensor] | None = None
+        self.last_ascent_grad_norm = math.nan
+        self.last_descent_grad_norm = math.nan
+
+    # -- the pieces ------------------------------------------------------------------------------
+    def _frozen_batchnorm(self) -> BatchNormFreeze:
+        return BatchNormFreeze(list(self.model.modules()) if self.model is not None else [])
+
+    def _grads(self, loss: torch.Tensor, create_graph: bool = False) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(loss, self.params, create_graph=create_graph, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
+
+    def _perturbation(self, g: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.variant == "usam" or (self.variant == "ssam" and self.ascent == "unnormalized"):
+            return [self.rho * t for t in g]
+        if self.variant == "asam":
+            scale = [p.detach().abs() + ASAM_ETA for p in self.params]
+            denom = _norm([s * t for s, t in zip(scale, g, strict=True)]).clamp_min(1e-12)
+            return [self.rho * s * s * t / denom for s, t in zip(scale, g, strict=True)]
+        g_norm = _norm(g).clamp_min(1e-12)
+        g_hat = [t / g_norm for t in g]
+        if self.variant == "eigensam" and self.eigenvector is not None:
+            v = self.eigenvector
+            along = _dot(g_hat, v)
+            sign = torch.sign(_dot(g, v))
+            v_perp = [vi - along * gi for vi, gi in zip(v, g_hat, strict=True)]
+            return [self.rho * (gi + self.alpha * sign * vi) for gi, vi in zip(g_hat, v_perp, strict=True)]
+        return [self.rho * t for t in g_hat]
+
+    def _update_eigenvector(self, closure: Closure) -> None:
+        """Power iteration on the batch loss's Hessian, warm-started from the last estimate."""
+        if self.eigenvector is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            v = [torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p) for p in self.params]
+        else:
+            v = self.eigenvector
+        with self._frozen_batchnorm(), torch.enable_grad():
+            loss = closure(0, 1)
+            g = self._grads(loss, create_graph=True)
+            for _ in range(self.eigen_iters):
+                norm = _norm(v).clamp_min(1e-30)
+                v = [t / norm for t in v]
+                hv = torch.autograd.grad(_dot(g, v), self.params, retain_graph=True, allow_unused=True)
+                v = [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(self.params, hv, strict=True)]
+        norm = _norm(v).clamp_min(1e-30)
+        self.eigenvector = [t / norm for t in v]
+
+    def _gradient_at(self, closure: Closure, j: int, m: int, eps: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Gradient of micro-batch j at w (eps None) or at w + eps (BatchNorm statistics frozen)."""
+        if eps is None:
+            with torch.enable_grad():
+                return [t.detach() for t in self._grads(closure(j, m))]
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, eps, strict=True):
+                p.add_(e)
+        try:
+            with self._frozen_batchnorm(), torch.enable_grad():
+                return [t.detach() for t in self._grads(closure(j, m))]
+        finally:
+            with torch.no_grad():
+                for p, w in zip(self.params, saved, strict=True):
+                    p.copy_(w)
+
+    # -- the step ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One SAM-family step. Returns the loss at w (the unperturbed batch loss)."""
+        if closure is None:
+            raise LandscapeError("SAM-family optimizers need a closure computing the batch loss")
+        if self.variant == "eigensam" and self.steps % self.eigen_every == 0:
+            self._update_eigenvector(closure)
+        m = self.micro_batches
+        descent = [torch.zeros_like(p) for p in self.params]
+        ascent_norm_sq = 0.0
+        losses = []
+        perturbations = []
+        for j in range(m):
+            with torch.enable_grad():
+                loss = closure(j, m)
+                g = [t.detach() for t in self._grads(loss)]
+            losses.append(loss.detach())
+            eps = self._perturbation(g)
+            perturbations.append(eps)
+            g_sam = self._gradient_at(closure, j, m, eps)
+            for d, t in zip(descent, g_sam, strict=True):
+                d.add_(t, alpha=1.0 / m)
+            ascent_norm_sq += float(_norm(g)) ** 2 / m
+        self.last_ascent_grad_norm = math.sqrt(ascent_norm_sq)
+        if self.variant == "ssam":
+            scale = _norm(g) / _norm(descent).clamp_min(1e-12)
+            descent = [d * scale for d in descent]
+        self.last_descent_grad_norm = float(_norm(descent))
+        self.last_perturbation = [sum(e[i] for e in perturbations) / m for i in range(len(self.params))]
+        for p, d in zip(self.params, descent, strict=True):
+            p.grad = d
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+        self.base.step()
+        self.steps += 1
+        return torch.stack(losses).mean()
+
+    # -- state, so that a resumed run continues exactly ----------------------------------------------
+    def state_dict(self) -> dict:  # type: ignore[override]
+        return {
+            "base": self.base.state_dict(),
+            "steps": self.steps,
+            "eigenvector": None if self.eigenvector is None else [t.detach().cpu() for t in self.eigenvector],
+        }
+
+    def load_state_dict(self, state: dict) -> None:  # type: ignore[override]
+        self.base.load_state_dict(state["base"])
+        self.steps = int(state["steps"])
+        vec = state.get("eigenvector")
+        self.eigenvector = None if vec is None else [t.to(p) for t, p in zip(vec, self.params, strict=True)]
