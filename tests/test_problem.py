@@ -194,3 +194,22 @@ def test_same_seed_identical_spectrum() -> None:
     runs = [compute_spectrum(problem_from_checkpoint(ckpt, device="cpu", samples=400), opts) for _ in range(2)]
     assert np.array_equal(runs[0].lanczos.top.values, runs[1].lanczos.top.values)
     assert runs[0].trace.estimate == runs[1].trace.estimate
+
+
+def test_single_chunk_reuses_the_gradient_graph_and_stays_exact(case) -> None:
+    name, model, data, hessian = case
+    problem = make_problem(model, data, batch_size=4096, hvp="double-backward")
+    assert problem._caches_graph("double-backward", None)
+    g = torch.Generator().manual_seed(9)
+    for _ in range(3):  # repeated products through the one retained graph
+        v = torch.randn(problem.n_params, generator=g, dtype=torch.float64)
+        assert float((problem.hvp(v) - hessian @ v).norm() / (hessian @ v).norm()) < 1e-10, name
+    graph = problem._graph
+    problem.hvp(v)
+    assert problem._graph is graph  # built once
+    # Moving the weights in place invalidates the graph: the product is taken at the new point.
+    moved = problem.w.clone() + 0.01
+    problem.w.copy_(moved)
+    fresh = make_problem(model, data, batch_size=4096, hvp="double-backward")
+    assert torch.allclose(problem.hvp(v), fresh.hvp(v, w=moved), rtol=1e-10, atol=1e-12)
+    assert problem._graph is not graph
