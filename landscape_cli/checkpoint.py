@@ -44,6 +44,8 @@ class Checkpoint:
     epoch: int | None = None
     seed: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: What `landscape train --resume` needs: the run's config, RNG states, schedule, log position.
+    train_state: dict[str, Any] | None = None
     format_version: int | None = FORMAT_VERSION
     created: str | None = None
     tool_version: str | None = None
@@ -71,6 +73,7 @@ class Checkpoint:
             "epoch": self.epoch,
             "seed": self.seed,
             "metrics": dict(self.metrics),
+            "train_state": self.train_state,
         }
 
 
@@ -159,6 +162,7 @@ def load_checkpoint(
             epoch=raw.get("epoch"),
             seed=raw.get("seed"),
             metrics=dict(raw.get("metrics") or {}),
+            train_state=raw.get("train_state"),
             format_version=version,
             created=raw.get("created"),
             tool_version=raw.get("tool_version"),

@@ -158,6 +158,18 @@ class Problem:
         self._graph: GradientGraph | None = None
         self._graph_version = -1
 
+    @torch.no_grad()
+    def load_weights(self, model: nn.Module) -> None:
+        """Move the problem to `model`'s current parameters and buffers (same architecture), in place.
+
+        Used by training to measure a moving model on a fixed sample set without rebuilding.
+        """
+        named = dict(model.named_parameters())
+        self.w.copy_(torch.cat([named[k].detach().reshape(-1) for k in self.layout.names]).to(self.device, self.dtype))
+        for name, buffer in model.named_buffers():
+            if name in self.buffers:
+                self.buffers[name].copy_(buffer.detach())
+
     @property
     def n_params(self) -> int:
         return self.layout.size

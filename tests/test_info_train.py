@@ -129,7 +129,7 @@ def trained(tmp_path_factory, cli):
 def test_train_writes_a_native_checkpoint(trained):
     run, result = trained
     assert result.out.strip() == str(run / "final.pt")
-    assert listing(run) == {"final.pt"}
+    assert listing(run) == {"final.pt", "train.h5"}
     ckpt = load_checkpoint(run / "final.pt")
     assert ckpt.native and ckpt.model == {"name": "mlp", "kwargs": {"widths": [64, 8, 10]}}
     assert ckpt.data["name"] == "digits" and ckpt.data["split"] == "train" and ckpt.data["seed"] == 0
@@ -137,6 +137,9 @@ def test_train_writes_a_native_checkpoint(trained):
     assert ckpt.step == STEPS_PER_EPOCH and ckpt.epoch == 1
     assert ckpt.optimizer["name"] == "sgd"
     assert ckpt.optimizer["hparams"] == {
+        "base": "sgd",
+        "schedule": "constant",
+        "clip_grad_norm": None,
         "lr": 0.1,
         "momentum": 0.0,
         "nesterov": False,
@@ -189,7 +192,7 @@ def test_train_save_every_and_full_batch(cli, tmp_path):
     run = tmp_path / "run"
     args = ["--out", run, *TINY, "--batch-size", "full", "--epochs", "5", "--save-every", "2"]
     assert cli("train", *args).code == 0
-    assert listing(run) == {"step_0000002.pt", "step_0000004.pt", "final.pt"}
+    assert listing(run) == {"step_0000002.pt", "step_0000004.pt", "final.pt", "train.h5"}
     assert load_checkpoint(run / "step_0000002.pt").step == 2
     final = load_checkpoint(run / "final.pt")
     assert final.step == 5 and final.optimizer["hparams"]["batch_size"] == "full"
@@ -203,14 +206,14 @@ def test_train_refuses_a_non_empty_run_directory(cli, tmp_path):
     assert listing(run) == {"notes.txt"}
     result = cli("train", "--out", run, *TINY, "--overwrite")
     assert result.code == 0, result.err
-    assert listing(run) == {"final.pt"}
-    assert listing(tmp_path) == {"run", "run/final.pt"}  # no backup left beside it
+    assert listing(run) == {"final.pt", "train.h5"}
+    assert listing(tmp_path) == {"run", "run/final.pt", "run/train.h5"}  # no backup left beside it
 
 
 def test_train_into_an_empty_directory(cli, tmp_path):
     (tmp_path / "run").mkdir()
     assert cli("train", "--out", tmp_path / "run", *TINY).code == 0
-    assert listing(tmp_path / "run") == {"final.pt"}
+    assert listing(tmp_path / "run") == {"final.pt", "train.h5"}
 
 
 def test_failed_train_with_overwrite_keeps_the_previous_run(cli, tmp_path):
@@ -249,7 +252,7 @@ def test_interrupted_train_keeps_the_checkpoints_it_wrote(cli, tmp_path, monkeyp
     monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
     result = cli("train", "--out", tmp_path / "run", *TINY, "--save-every", "2")
     assert result.code == 130
-    assert listing(tmp_path / "run") == {"step_0000002.pt", "step_0000004.pt"}
+    assert listing(tmp_path / "run") == {"step_0000002.pt", "step_0000004.pt", "train.h5"}
     assert load_checkpoint(tmp_path / "run" / "step_0000004.pt").step == 4
 
 

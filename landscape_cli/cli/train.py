@@ -1,4 +1,4 @@
-"""`landscape train`: SGD training that writes self-describing checkpoints."""
+"""`landscape train`: SGD and the SAM family, with sharpness tracking, writing self-describing checkpoints."""
 
 from __future__ import annotations
 
@@ -10,81 +10,105 @@ import typer
 from ..errors import LandscapeError
 from ..session import resolve_device, resolve_dtype
 from ..train import TrainConfig, train_model
+from ..train.config import BASES, OPTIMIZERS, SCHEDULES
 from ..zoo.data import data_spec
 from ..zoo.models import model_spec
 from . import common as c
 
 OPT = "Optimization"
+SAM = "SAM family"
+RUN = "Run length, logging and tracking"
+
+
+def _opt(name: str, help: str, panel: str, *aliases: str) -> typer.models.OptionInfo:
+    return typer.Option(name, *aliases, help=help, rich_help_panel=panel)
 
 
 def train_command(
-    out: Annotated[Path, typer.Option("--out", help="Run directory for the checkpoints.")],
+    out: Annotated[Path, _opt("--out", "Run directory: checkpoints, train.h5.", c.OUTPUT_PANEL)],
     model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            help="Built-in model (mlp, cnn, resnet) or entry point 'pkg.module:factory'.",
-            rich_help_panel=c.PROBLEM_PANEL,
-        ),
+        str, _opt("--model", "Built-in model (mlp, cnn, resnet) or entry point 'pkg.module:factory'.", c.PROBLEM_PANEL)
     ] = "mlp",
     model_arg: c.ModelArgOpt = None,
     data: Annotated[
         str,
-        typer.Option(
+        _opt(
             "--data",
-            help="digits, gaussian-mixture, spirals, teacher-student, a .npz/.pt file or an entry point.",
-            rich_help_panel=c.PROBLEM_PANEL,
+            "digits, gaussian-mixture, spirals, teacher-student, a .npz/.pt file or an entry point.",
+            c.PROBLEM_PANEL,
         ),
     ] = "digits",
     data_arg: c.DataArgOpt = None,
     loss: Annotated[
-        str, typer.Option("--loss", help="cross_entropy or mse.", rich_help_panel=c.PROBLEM_PANEL)
+        str, _opt("--loss", "cross_entropy or mse (0.5*||f-onehot||^2 summed over outputs).", c.PROBLEM_PANEL)
     ] = "cross_entropy",
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPT)] = 0.1,
-    momentum: Annotated[float, typer.Option("--momentum", help="Heavy-ball momentum.", rich_help_panel=OPT)] = 0.0,
-    nesterov: Annotated[bool, typer.Option("--nesterov", help="Nesterov momentum.", rich_help_panel=OPT)] = False,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.", rich_help_panel=OPT)] = 0.0,
+    opt: Annotated[str, _opt("--opt", f"Optimizer: {', '.join(OPTIMIZERS)}.", OPT)] = "sgd",
+    base: Annotated[str, _opt("--base", f"Base optimizer the SAM family steps with: {', '.join(BASES)}.", OPT)] = "sgd",
+    lr: Annotated[float, _opt("--lr", "Learning rate.", OPT)] = 0.1,
+    momentum: Annotated[float, _opt("--momentum", "Heavy-ball momentum (--base sgd).", OPT)] = 0.0,
+    nesterov: Annotated[bool, _opt("--nesterov", "Nesterov momentum (--base sgd).", OPT)] = False,
+    weight_decay: Annotated[float, _opt("--weight-decay", "Weight decay (decoupled for adamw).", OPT)] = 0.0,
+    beta1: Annotated[float, _opt("--beta1", "Adam's first-moment decay (--base adam/adamw).", OPT)] = 0.9,
+    beta2: Annotated[float, _opt("--beta2", "Adam's second-moment decay (--base adam/adamw).", OPT)] = 0.999,
+    clip_grad_norm: Annotated[
+        float | None, _opt("--clip-grad-norm", "Clip the descent gradient to this global norm.", OPT)
+    ] = None,
+    lr_schedule: Annotated[
+        str, _opt("--lr-schedule", f"{', '.join(SCHEDULES)} (cosine decays to 0 at the last step).", OPT)
+    ] = "constant",
+    lr_step_size: Annotated[int, _opt("--lr-step-size", "Steps between decays of the step schedule.", OPT)] = 1000,
+    lr_gamma: Annotated[float, _opt("--lr-gamma", "Decay factor of the step schedule.", OPT)] = 0.1,
     batch_size: Annotated[
-        str,
-        typer.Option(
-            "--batch-size", help="Mini-batch size, or 'full' for full-batch gradient descent.", rich_help_panel=OPT
-        ),
+        str, _opt("--batch-size", "Mini-batch size, or 'full' for full-batch training.", OPT)
     ] = "128",
+    rho: Annotated[float, _opt("--rho", "Perturbation radius of the SAM family.", SAM)] = 0.05,
+    ascent: Annotated[
+        str, _opt("--ascent", "ssam: normalized (eps = rho g/||g||) or unnormalized (eps = rho g).", SAM)
+    ] = "normalized",
+    micro_batches: Annotated[
+        int, _opt("--micro-batches", "msam: micro-batches per batch (must divide the batch size).", SAM)
+    ] = 1,
+    eigen_iters: Annotated[int, _opt("--eigen-iters", "eigensam: power iterations per estimate.", SAM)] = 5,
+    eigen_every: Annotated[int, _opt("--eigen-every", "eigensam: steps between eigenvector estimates.", SAM)] = 100,
+    alpha: Annotated[float, _opt("--alpha", "eigensam: weight of the eigenvector component.", SAM)] = 0.2,
     epochs: Annotated[
-        int | None,
-        typer.Option("--epochs", help="Epochs to train (default 10 when --steps is not given).", rich_help_panel=OPT),
+        int | None, _opt("--epochs", "Epochs to train (default 10 when --steps is not given).", RUN)
     ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train.", rich_help_panel=OPT)] = None,
+    steps: Annotated[int | None, _opt("--steps", "Optimizer steps to train.", RUN)] = None,
     save_every: Annotated[
+        int | None, _opt("--save-every", "Also save a checkpoint every N steps (the final one is always saved).", RUN)
+    ] = None,
+    log_every: Annotated[int, _opt("--log-every", "Log the mini-batch loss and accuracy every N steps.", RUN)] = 1,
+    eval_every: Annotated[
+        int | None, _opt("--eval-every", "Evaluate train and test loss every N steps (default: every epoch).", RUN)
+    ] = None,
+    track_sharpness_every: Annotated[
         int | None,
-        typer.Option(
-            "--save-every",
-            help="Also save a checkpoint every N steps (the final one is always saved).",
-            rich_help_panel=c.OUTPUT_PANEL,
+        _opt(
+            "--track-sharpness-every",
+            "Every N steps: top Hessian eigenvalue (Lanczos), full-batch gradient norm and, for the SAM "
+            "family, |cos(eps, v)| on a fixed subset.",
+            RUN,
         ),
     ] = None,
-    seed: Annotated[
-        int,
-        typer.Option(
-            "--seed", help="Seed of the initialization and of the mini-batch order.", rich_help_panel=c.COMPUTE_PANEL
-        ),
-    ] = 0,
+    track_samples: Annotated[
+        int, _opt("--track-samples", "Size of the seeded training subset sharpness is tracked on.", RUN)
+    ] = 5000,
+    seed: Annotated[int, _opt("--seed", "Seed of the initialization, batch order and dropout.", c.COMPUTE_PANEL)] = 0,
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=c.OUTPUT_PANEL)
+    resume: Annotated[
+        bool, _opt("--resume", "Continue the run in --out from its latest checkpoint, exactly.", c.OUTPUT_PANEL)
     ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet", "-q", help="Do not log each saved checkpoint on stderr.", rich_help_panel=c.OUTPUT_PANEL
-        ),
-    ] = False,
+    overwrite: Annotated[bool, _opt("--overwrite", "Replace an existing run directory.", c.OUTPUT_PANEL)] = False,
+    quiet: Annotated[bool, _opt("--quiet", "No live display, no log lines on stderr.", c.OUTPUT_PANEL, "-q")] = False,
 ) -> None:
-    """Train a model with SGD (momentum, weight decay; mini-batch or full batch) and save checkpoints.
+    """Train with SGD or a sharpness-aware optimizer (sam, asam, ssam, msam, eigensam, usam) and save
+    checkpoints.
 
-    Writes <out>/final.pt and, with --save-every, <out>/step_NNNNNNN.pt, in the native format that
-    every other command reads.
+    Writes <out>/final.pt, <out>/step_NNNNNNN.pt with --save-every, and the log <out>/train.h5
+    (per-step loss, accuracy and lr; evaluations; tracked sharpness), in the native format that every
+    other command reads. A live table shows progress on a terminal; plain lines otherwise.
     """
     if batch_size == "full":
         size: int | None = None
@@ -98,23 +122,19 @@ def train_command(
     config = TrainConfig(
         model=model_spec(model, c.parse_kv(model_arg, "--model-arg")),
         data=data_spec(data, "train", seed, c.parse_kv(data_arg, "--data-arg")),
-        out_dir=out,
-        loss=loss,
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        batch_size=size,
-        epochs=epochs,
-        steps=steps,
-        save_every=save_every,
-        seed=seed,
-        device=str(resolve_device(device)),
-        dtype=resolve_dtype(dtype),
-    )
-    if loss not in ("cross_entropy", "mse"):
-        raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
+        out_dir=out, loss=loss, opt=opt, base=base, lr=lr, momentum=momentum, nesterov=nesterov,
+        weight_decay=weight_decay, betas=(beta1, beta2), rho=rho, ascent=ascent, micro_batches=micro_batches,
+        eigen_iters=eigen_iters, eigen_every=eigen_every, alpha=alpha, clip_grad_norm=clip_grad_norm,
+        schedule=lr_schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, batch_size=size, epochs=epochs,
+        steps=steps, save_every=save_every, log_every=log_every, eval_every=eval_every,
+        track_sharpness_every=track_sharpness_every, track_samples=track_samples, seed=seed,
+        device=str(resolve_device(device)), dtype=resolve_dtype(dtype),
+    )  # fmt: skip
     final = train_model(
-        config, log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)), overwrite=overwrite
+        config,
+        log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)),
+        overwrite=overwrite,
+        resume=resume,
+        quiet=quiet,
     )
     typer.echo(str(final))

@@ -1,7 +1,10 @@
-"""A minimal, deterministic training loop: SGD with momentum and weight decay, native checkpoints.
+"""The training loop, readable top to bottom: data order, one optimizer step, evaluation, sharpness
+tracking, checkpoints and the log. Deterministic given the seed; a killed run resumes exactly.
 
-Readable top to bottom on purpose. Mini-batch or full batch; epochs or steps; a checkpoint every
-`save_every` steps and at the end, each saved atomically.
+Data order: epoch e visits the training set in the permutation drawn from seed * 1_000_003 + e, so
+any step can be reproduced without replaying the ones before it. Checkpoints carry the model, the
+optimizer (base and SAM state), the step and the global RNG state (dropout), which is all a
+resumption needs.
 """
 
 from __future__ import annotations
@@ -10,64 +13,221 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..atomic import check_writable
-from ..checkpoint import Checkpoint, save_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import LandscapeError
+from ..linalg import lanczos_extremal
 from ..problem import Problem, per_sample_loss_sum
-from ..zoo.data import load_data
+from ..session import subset_indices
+from ..zoo.data import Dataset, load_data
 from ..zoo.models import build_model
+from .config import RESUMABLE_DIFFERENCES, TrainConfig
+from .display import Display
+from .log import TrainLog
+from .optimizers import make_optimizer
+
+LOG_NAME = "train.h5"
 
 
-@dataclass
-class TrainConfig:
-    model: dict[str, Any]
-    data: dict[str, Any]
-    out_dir: Path
-    loss: str = "cross_entropy"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int | None = 128  # None: full batch
-    epochs: int | None = 10
-    steps: int | None = None
-    save_every: int | None = None  # steps
-    seed: int = 0
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.lr <= 0:
-            raise LandscapeError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise LandscapeError(f"--momentum must lie in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise LandscapeError(f"--weight-decay must be non-negative, got {self.weight_decay}")
-        if self.nesterov and self.momentum == 0:
-            raise LandscapeError("--nesterov needs --momentum > 0")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise LandscapeError(f"--batch-size must be at least 1 or 'full', got {self.batch_size}")
-        if (self.epochs is None) == (self.steps is None):
-            raise LandscapeError("give exactly one of --epochs and --steps")
-        if (self.epochs is not None and self.epochs < 1) or (self.steps is not None and self.steps < 1):
-            raise LandscapeError("--epochs and --steps must be at least 1")
-        if self.save_every is not None and self.save_every < 1:
-            raise LandscapeError(f"--save-every must be at least 1, got {self.save_every}")
+def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    if config.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if config.schedule == "step":
+        return lambda step: config.lr_gamma ** (step // config.lr_step_size)
+    return lambda step: 1.0
 
 
-def _metrics(model: torch.nn.Module, data, loss: str, device, dtype) -> dict[str, float]:
-    problem = Problem(model, data, loss, device=device, dtype=dtype, hvp="jvp")
-    return problem.evaluate()
+def _epoch_order(config: TrainConfig, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
 
 
-def train_model(config: TrainConfig, log: Callable[[str], None] = lambda _: None, overwrite: bool = False) -> Path:
+def _latest_checkpoint(out: Path) -> Path | None:
+    candidates = sorted(out.glob("step_*.pt"))
+    if (out / "final.pt").exists():
+        candidates.append(out / "final.pt")
+    return max(candidates, key=lambda p: load_checkpoint(p).step or 0) if candidates else None
+
+
+class Run:
+    """One training run: the model, its data, its optimizer and its bookkeeping."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None]) -> None:
+        self.config, self.log = config, log
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.train_data = load_data({**config.data, "split": config.data.get("split", "train")})
+        self.test_data = load_data({**config.data, "split": "test"}) if "name" in config.data else None
+        self.model = build_model(config.model).to(device=self.device, dtype=config.dtype)
+        d = self.train_data
+        self.x = d.x.to(self.device, config.dtype)
+        self.y = d.y.to(self.device) if d.task == "classification" else d.y.to(self.device, config.dtype)
+        self._probe()
+        self.n = len(d)
+        self.batch = self.n if config.batch_size is None else min(config.batch_size, self.n)
+        if config.opt == "msam" and self.batch % config.micro_batches:
+            raise LandscapeError(f"--micro-batches {config.micro_batches} does not divide the batch of {self.batch}")
+        self.steps_per_epoch = math.ceil(self.n / self.batch)
+        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch  # type: ignore[operator]
+        self.eval_every = config.eval_every or self.steps_per_epoch
+        self.optimizer = make_optimizer(config, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, _lr_factor(config, self.total_steps))
+        self.step = 0
+        self.metrics: dict[str, float] = {}
+        self.evaluators = {"train": self._problem(self.train_data)}
+        if self.test_data is not None:
+            self.evaluators["test"] = self._problem(self.test_data)
+        self.tracker: Problem | None = None
+        if config.track_sharpness_every:
+            idx = subset_indices(self.n, config.track_samples, config.seed)
+            self.tracker = self._problem(d if idx is None else d.subset(idx))
+
+    def _problem(self, data: Dataset) -> Problem:
+        return Problem(self.model, data, self.config.loss, device=self.device, dtype=self.config.dtype)
+
+    def _probe(self) -> None:
+        """A model that does not fit the data fails here with a message, not in the middle of the loop."""
+        try:
+            with torch.no_grad():
+                out = self.model.eval()(self.x[:2])
+        except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
+            raise LandscapeError(
+                f"the model does not accept inputs of shape {tuple(self.x.shape[1:])} from the data: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
+        if self.train_data.task == "classification" and out.shape[-1] <= int(self.train_data.y.max()):
+            raise LandscapeError(
+                f"the model has {out.shape[-1]} outputs but the data has labels up to {int(self.train_data.y.max())}"
+            )
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        epoch, offset = divmod(self.step, self.steps_per_epoch)
+        if offset == 0 or not hasattr(self, "_order") or self._order_epoch != epoch:
+            self._order, self._order_epoch = _epoch_order(self.config, epoch, self.n, self.device), epoch
+        idx = self._order[offset * self.batch : (offset + 1) * self.batch]
+        first_outputs: dict[int, torch.Tensor] = {}
+
+        def closure(j: int, m: int) -> torch.Tensor:
+            part = idx.chunk(m)[j] if m > 1 else idx
+            out = self.model(self.x[part])
+            first_outputs.setdefault(j, out.detach())  # the unperturbed pass comes first
+            return per_sample_loss_sum(out, self.y[part], self.config.loss) / len(part)
+
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = float(self.optimizer.step(closure))
+        if not math.isfinite(loss):
+            raise LandscapeError(f"the training loss became {loss} at step {self.step}; lower --lr")
+        self.scheduler.step()
+        self.step += 1
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr}
+        if self.train_data.task == "classification":
+            m = len(first_outputs)
+            parts = idx.chunk(m) if m > 1 else [idx]
+            correct = sum(int((first_outputs[j].argmax(-1) == self.y[p]).sum()) for j, p in enumerate(parts))
+            row["accuracy"] = 100.0 * correct / len(idx)
+        return row
+
+    # -- measurements -------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        row: dict[str, float] = {"step": self.step}
+        for split, problem in self.evaluators.items():
+            problem.load_weights(self.model)
+            for key, value in problem.evaluate().items():
+                row[f"{split}_{key}"] = value
+        self.metrics = {k: v for k, v in row.items() if k != "step"}
+        return row
+
+    def track_sharpness(self) -> dict[str, float]:
+        """Top Hessian eigenvalue and full-batch gradient norm on the fixed tracking subset."""
+        assert self.tracker is not None
+        self.tracker.load_weights(self.model)
+        _, gradient = self.tracker.loss_and_gradient()
+        calls = self.tracker.hvp_calls
+        result = lanczos_extremal(
+            self.tracker.hvp,
+            self.tracker.n_params,
+            top_k=1,
+            tol=1e-3,
+            max_iter=100,
+            seed=self.config.seed,
+            device=self.device,
+            dtype=self.config.dtype,
+            want_vectors=True,
+        )
+        row = {
+            "step": self.step,
+            "top_eigenvalue": float(result.top.values[0]),
+            "error_bound": float(result.top.error_bounds[0]),
+            "grad_norm": float(gradient.double().norm()),
+            "hvps": self.tracker.hvp_calls - calls,
+        }
+        eps = self.optimizer.last_perturbation
+        if eps is not None and result.top.vectors is not None:
+            flat = torch.cat([e.reshape(-1) for e in eps]).to(result.top.vectors.dtype)
+            v = result.top.vectors[0]
+            row["alignment"] = abs(float(flat @ v / flat.norm().clamp_min(1e-30)))
+        return row
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint(self, path: Path) -> Path:
+        state: dict[str, Any] = {
+            "config": self.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        ckpt = Checkpoint(
+            state_dict=self.model.state_dict(),
+            model=self.config.model,
+            data=self.config.data,
+            loss=self.config.loss,
+            optimizer={"name": self.config.opt, "hparams": self.config.hyper_parameters(), "state": state["optimizer"]},
+            step=self.step,
+            epoch=self.step // self.steps_per_epoch,
+            seed=self.config.seed,
+            metrics=dict(self.metrics),
+            train_state=state,
+        )
+        save_checkpoint(ckpt, path)
+        self.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items()) + f" -> {path}")
+        return path
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        state = ckpt.train_state or {}
+        saved = dict(state.get("config") or {})
+        mine = self.config.to_dict()
+        differing = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
+        if differing:
+            raise LandscapeError(
+                f"cannot resume {ckpt.path}: the run was made with different "
+                + ", ".join(f"{k} ({saved.get(k)!r} vs {mine[k]!r})" for k in differing[:4])
+            )
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.step = int(ckpt.step or 0)
+        self.metrics = dict(ckpt.metrics)
+
+
+def train_model(
+    config: TrainConfig,
+    log: Callable[[str], None] = lambda _: None,
+    overwrite: bool = False,
+    resume: bool = False,
+    quiet: bool = True,
+) -> Path:
     """Train and return the path of the final checkpoint (`final.pt` in the run directory)."""
     config.validate()
     out = Path(config.out_dir)
@@ -76,113 +236,83 @@ def train_model(config: TrainConfig, log: Callable[[str], None] = lambda _: None
     check_writable(out / "final.pt")
     existed = out.exists()
     previous = existed and any(out.iterdir())
-    if previous and not overwrite:
-        raise LandscapeError(f"run directory {out} exists and is not empty; pass --overwrite to replace it")
-    torch.manual_seed(config.seed)
-    device = torch.device(config.device)
-    train_data = load_data({**config.data, "split": config.data.get("split", "train")})
-    test_spec = {**config.data, "split": "test"}
-    test_data = load_data(test_spec) if "name" in config.data else None
-    model = build_model(config.model).to(device=device, dtype=config.dtype)
-    x = train_data.x.to(device, config.dtype)
-    y = train_data.y.to(device) if train_data.task == "classification" else train_data.y.to(device, config.dtype)
-    try:  # a model that does not fit the data fails here with a message, not in the middle of the loop
-        with torch.no_grad():
-            probe = model.eval()(x[:2])
-    except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
-        raise LandscapeError(
-            f"the model does not accept inputs of shape {tuple(x.shape[1:])} from the data: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    if train_data.task == "classification" and probe.shape[-1] <= int(train_data.y.max()):
-        raise LandscapeError(
-            f"the model has {probe.shape[-1]} outputs but the data has labels up to {int(train_data.y.max())}"
-        )
-    n = len(train_data)
-    batch = n if config.batch_size is None else min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch  # type: ignore[operator]
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    hparams = {
-        "lr": config.lr,
-        "momentum": config.momentum,
-        "nesterov": config.nesterov,
-        "weight_decay": config.weight_decay,
-        "batch_size": config.batch_size or "full",
-        **config.hparams,
-    }
+    if resume and overwrite:
+        raise LandscapeError("--resume and --overwrite exclude each other")
+    if previous and not (overwrite or resume):
+        raise LandscapeError(f"run directory {out} exists and is not empty; pass --resume or --overwrite")
+    run = Run(config, log)
+    start = _latest_checkpoint(out) if resume and previous else None
+    if resume and start is None:
+        raise LandscapeError(f"nothing to resume: {out} holds no checkpoint of a run")
+    if start is not None:
+        ckpt = load_checkpoint(start)
+        if ckpt.train_state is None:
+            raise LandscapeError(f"cannot resume from {start}: it was not written by landscape train")
+        run.restore(ckpt)
+        if run.step >= run.total_steps:
+            raise LandscapeError(f"{out} already finished ({run.step} of {run.total_steps} steps)")
 
-    def checkpoint(step: int, epoch: float, name: str) -> Path:
-        metrics = _metrics(model, train_data, config.loss, device, config.dtype)
-        result = {f"train_{k}": v for k, v in metrics.items()}
-        if test_data is not None:
-            result |= {f"test_{k}": v for k, v in _metrics(model, test_data, config.loss, device, config.dtype).items()}
-        ckpt = Checkpoint(
-            state_dict=model.state_dict(),
-            model=config.model,
-            data=config.data,
-            loss=config.loss,
-            optimizer={"name": "sgd", "hparams": hparams, "state": optimizer.state_dict()},
-            step=step,
-            epoch=int(epoch),
-            seed=config.seed,
-            metrics=result,
+    def loop() -> Path:
+        train_log = TrainLog(
+            out / LOG_NAME,
+            {"config": config.to_dict(), "kind": "train-log"},
+            resume_step=run.step if start is not None else None,
         )
-        path = save_checkpoint(ckpt, out / name)
-        log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()) + f" -> {path}")
-        return path
-
-    def run() -> Path:
-        step = 0
-        model.train()
-        while step < total_steps:
-            order = torch.randperm(n, generator=generator).to(device)
-            for start in range(0, n, batch):
-                if step >= total_steps:
-                    break
-                idx = order[start : start + batch]
-                optimizer.zero_grad(set_to_none=True)
-                value = per_sample_loss_sum(model(x[idx]), y[idx], config.loss) / len(idx)
-                if not torch.isfinite(value):
-                    raise LandscapeError(f"the training loss became {float(value.detach())} at step {step}; lower --lr")
-                value.backward()
-                optimizer.step()
-                step += 1
-                if config.save_every and step % config.save_every == 0 and step < total_steps:
-                    checkpoint(step, step / steps_per_epoch, f"step_{step:07d}.pt")
-        model.eval()
-        return checkpoint(step, step / steps_per_epoch, "final.pt")
+        display = Display(run.total_steps, quiet=quiet)
+        try:
+            if run.step == 0:
+                _measure(run, train_log, display)
+            while run.step < run.total_steps:
+                row = run.train_step()
+                display.update(**row)
+                if run.step % config.log_every == 0:
+                    train_log.append("train", row)
+                if run.step % run.eval_every == 0 or run.step == run.total_steps:
+                    _measure(run, train_log, display)
+                elif config.track_sharpness_every and run.step % config.track_sharpness_every == 0:
+                    _track(run, train_log, display)
+                if config.save_every and run.step % config.save_every == 0 and run.step < run.total_steps:
+                    if run.step % run.eval_every:
+                        run.evaluate()
+                    run.checkpoint(out / f"step_{run.step:07d}.pt")
+            run.model.eval()
+            return run.checkpoint(out / "final.pt")
+        finally:
+            display.close()
+            train_log.close()
 
     # With --overwrite the previous run is only moved aside, and comes back if this one fails: a
-    # failed run destroys nothing. Without a previous run, the checkpoints a failed or interrupted
-    # run already wrote are complete files and are kept; only an empty directory is removed.
-    backup = out.with_name(f".{out.name}.{os.getpid()}.old") if previous else None
+    # failed run destroys nothing. Otherwise the checkpoints a failed or interrupted run already
+    # wrote are complete files and are kept (--resume continues from them); only an empty
+    # directory is removed.
+    backup = out.with_name(f".{out.name}.{os.getpid()}.old") if previous and overwrite else None
     if backup is not None:
         os.replace(out, backup)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        final = run()
+        final = loop()
     except BaseException:
         if backup is not None:
             shutil.rmtree(out, ignore_errors=True)
             os.replace(backup, out)
-        elif not existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        elif not existed and out.is_dir() and not any(p.suffix == ".pt" for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
     return final
 
 
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    d = asdict(config)
-    d["out_dir"] = str(config.out_dir)
-    d["dtype"] = str(config.dtype).replace("torch.", "")
-    return d
+def _measure(run: Run, train_log: TrainLog, display: Display) -> None:
+    row = run.evaluate()
+    train_log.append("eval", row)
+    display.update(**{k: v for k, v in row.items() if k.startswith("test_")})
+    if run.config.track_sharpness_every and run.step % run.config.track_sharpness_every == 0:
+        _track(run, train_log, display)
+    display.line()
+
+
+def _track(run: Run, train_log: TrainLog, display: Display) -> None:
+    row = run.track_sharpness()
+    train_log.append("sharpness", row)
+    display.update(sharpness=row["top_eigenvalue"])

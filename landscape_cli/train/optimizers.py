@@ -224,3 +224,59 @@ class SharpnessAware(torch.optim.Optimizer):
         self.steps = int(state["steps"])
         vec = state.get("eigenvector")
         self.eigenvector = None if vec is None else [t.to(p) for t, p in zip(vec, self.params, strict=True)]
+
+
+class PlainStep:
+    """The base optimizer alone, behind the same `step(closure)` as the SAM family."""
+
+    def __init__(self, base: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> None:
+        self.base = base
+        self.param_groups = base.param_groups
+        self.params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        self.clip_grad_norm = clip_grad_norm
+        self.last_perturbation: list[torch.Tensor] | None = None
+
+    def step(self, closure: Closure) -> torch.Tensor:
+        with torch.enable_grad():
+            loss = closure(0, 1)
+            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = torch.zeros_like(p) if g is None else g
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+        self.base.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict:
+        return {"base": self.base.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state["base"])
+
+
+def make_optimizer(config, model: nn.Module) -> PlainStep | SharpnessAware:
+    """The stepper a TrainConfig asks for, around its base optimizer over `model`'s parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.base == "sgd":
+        base: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+        )
+    elif config.base == "adam":
+        base = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    else:
+        base = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    if config.opt == "sgd":
+        return PlainStep(base, config.clip_grad_norm)
+    return SharpnessAware(
+        base,
+        variant=config.opt,
+        rho=config.rho,
+        ascent=config.ascent,
+        micro_batches=config.micro_batches,
+        eigen_iters=config.eigen_iters,
+        eigen_every=config.eigen_every,
+        alpha=config.alpha,
+        clip_grad_norm=config.clip_grad_norm,
+        model=model,
+        seed=config.seed,
+    )

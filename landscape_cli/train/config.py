@@ -1,0 +1,137 @@
+"""Everything a training run is, as one validated, serializable dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LandscapeError
+from .optimizers import ASCENTS
+
+OPTIMIZERS = ("sgd", "sam", "asam", "ssam", "msam", "eigensam", "usam")
+BASES = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+#: Fields that may differ between a run and its resumption (they do not change the numbers).
+RESUMABLE_DIFFERENCES = ("out_dir", "device")
+
+
+@dataclass
+class TrainConfig:
+    model: dict[str, Any]
+    data: dict[str, Any]
+    out_dir: Path
+    loss: str = "cross_entropy"
+    opt: str = "sgd"
+    base: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    rho: float = 0.05
+    ascent: str = "normalized"
+    micro_batches: int = 1
+    eigen_iters: int = 5
+    eigen_every: int = 100
+    alpha: float = 0.2
+    clip_grad_norm: float | None = None
+    schedule: str = "constant"
+    lr_step_size: int = 1000  # steps, for the step schedule
+    lr_gamma: float = 0.1
+    batch_size: int | None = 128  # None: full batch
+    epochs: int | None = 10
+    steps: int | None = None
+    save_every: int | None = None  # steps
+    log_every: int = 1
+    eval_every: int | None = None  # steps; None: once per epoch
+    track_sharpness_every: int | None = None
+    track_samples: int = 5000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.opt in OPTIMIZERS, f"unknown optimizer '{self.opt}'; choose one of {', '.join(OPTIMIZERS)}"),
+            (self.base in BASES, f"unknown base optimizer '{self.base}'; choose one of {', '.join(BASES)}"),
+            (self.loss in ("cross_entropy", "mse"), f"unknown loss '{self.loss}'; choose cross_entropy or mse"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
+            (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
+            (self.base == "sgd" or not (self.momentum or self.nesterov), "--momentum/--nesterov apply to --base sgd"),
+            (all(0 <= b < 1 for b in self.betas), f"--beta1/--beta2 must lie in [0, 1), got {self.betas}"),
+            (self.opt == "sgd" or self.rho > 0, f"--rho must be positive, got {self.rho}"),
+            (self.ascent in ASCENTS, f"--ascent must be normalized or unnormalized, got '{self.ascent}'"),
+            (self.micro_batches >= 1, f"--micro-batches must be at least 1, got {self.micro_batches}"),
+            (self.eigen_iters >= 1 and self.eigen_every >= 1, "--eigen-iters and --eigen-every must be at least 1"),
+            (self.clip_grad_norm is None or self.clip_grad_norm > 0, "--clip-grad-norm must be positive"),
+            (
+                self.schedule in SCHEDULES,
+                f"unknown --lr-schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}",
+            ),
+            (self.lr_step_size >= 1 and 0 < self.lr_gamma <= 1, "--lr-step-size must be >= 1, --lr-gamma in (0, 1]"),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"--batch-size must be at least 1 or 'full', got {self.batch_size}",
+            ),
+            ((self.epochs is None) != (self.steps is None), "give exactly one of --epochs and --steps"),
+            (
+                (self.epochs is None or self.epochs >= 1) and (self.steps is None or self.steps >= 1),
+                "--epochs and --steps must be at least 1",
+            ),
+            (
+                self.save_every is None or self.save_every >= 1,
+                f"--save-every must be at least 1, got {self.save_every}",
+            ),
+            (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
+            (
+                self.eval_every is None or self.eval_every >= 1,
+                f"--eval-every must be at least 1, got {self.eval_every}",
+            ),
+            (
+                self.track_sharpness_every is None or self.track_sharpness_every >= 1,
+                "--track-sharpness-every must be at least 1",
+            ),
+            (self.track_samples >= 1, f"--track-samples must be at least 1, got {self.track_samples}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LandscapeError(message)
+        if self.opt == "msam" and self.batch_size is not None and self.batch_size % self.micro_batches:
+            raise LandscapeError(f"--micro-batches {self.micro_batches} does not divide --batch-size {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["dtype"] = str(self.dtype).replace("torch.", "")
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        values["out_dir"] = Path(values["out_dir"])
+        values["dtype"] = getattr(torch, values.get("dtype", "float32"))
+        values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
+        return cls(**values)
+
+    def hyper_parameters(self) -> dict[str, Any]:
+        """What a checkpoint records as the optimizer's hyper-parameters."""
+        keep = ["base", "lr", "weight_decay", "schedule", "clip_grad_norm"]
+        keep += ["momentum", "nesterov"] if self.base == "sgd" else ["betas"]
+        if self.opt != "sgd":
+            keep += ["rho"]
+        keep += {
+            "ssam": ["ascent"],
+            "msam": ["micro_batches"],
+            "eigensam": ["eigen_iters", "eigen_every", "alpha"],
+        }.get(self.opt, [])
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.to_dict().items() if k in keep}
+        out["batch_size"] = self.batch_size or "full"
+        return {**out, **self.hparams}
