@@ -37,7 +37,8 @@ Closure = Callable[[int, int], torch.Tensor]
 
 
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+    """Global 2-norm as a 0-d tensor (no host sync), with one fused kernel over the list."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
@@ -110,8 +111,18 @@ class SharpnessAware(torch.optim.Optimizer):
         self.eigenvector: list[torch.Tensor] | None = None
         #: eps of the last step (for alignment diagnostics), and the gradient norms it saw.
         self.last_perturbation: list[torch.Tensor] | None = None
-        self.last_ascent_grad_norm = math.nan
-        self.last_descent_grad_norm = math.nan
+        self._ascent_norm: torch.Tensor | None = None
+        self._descent: list[torch.Tensor] | None = None
+
+    @property
+    def last_ascent_grad_norm(self) -> float:
+        """Root mean square over micro-batches of ||g_j|| in the last step (||g|| for m = 1)."""
+        return math.nan if self._ascent_norm is None else float(self._ascent_norm)
+
+    @property
+    def last_descent_grad_norm(self) -> float:
+        """Norm of the descent gradient the base optimizer received in the last step (after clipping)."""
+        return math.nan if self._descent is None else float(_norm(self._descent))
 
     # -- the pieces ------------------------------------------------------------------------------
     def _frozen_batchnorm(self) -> BatchNormFreeze:
@@ -121,22 +132,21 @@ class SharpnessAware(torch.optim.Optimizer):
         grads = torch.autograd.grad(loss, self.params, create_graph=create_graph, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
 
-    def _perturbation(self, g: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _perturbation(self, g: list[torch.Tensor], g_norm: torch.Tensor) -> list[torch.Tensor]:
         if self.variant == "usam" or (self.variant == "ssam" and self.ascent == "unnormalized"):
-            return [self.rho * t for t in g]
+            return torch._foreach_mul(g, self.rho)
         if self.variant == "asam":
             scale = [p.detach().abs() + ASAM_ETA for p in self.params]
             denom = _norm([s * t for s, t in zip(scale, g, strict=True)]).clamp_min(1e-12)
             return [self.rho * s * s * t / denom for s, t in zip(scale, g, strict=True)]
-        g_norm = _norm(g).clamp_min(1e-12)
-        g_hat = [t / g_norm for t in g]
+        g_hat = torch._foreach_div(g, g_norm.clamp_min(1e-12))
         if self.variant == "eigensam" and self.eigenvector is not None:
             v = self.eigenvector
             along = _dot(g_hat, v)
             sign = torch.sign(_dot(g, v))
             v_perp = [vi - along * gi for vi, gi in zip(v, g_hat, strict=True)]
             return [self.rho * (gi + self.alpha * sign * vi) for gi, vi in zip(g_hat, v_perp, strict=True)]
-        return [self.rho * t for t in g_hat]
+        return torch._foreach_mul(g_hat, self.rho)
 
     def _update_eigenvector(self, closure: Closure) -> None:
         """Power iteration on the batch loss's Hessian, warm-started from the last estimate."""
@@ -163,15 +173,13 @@ class SharpnessAware(torch.optim.Optimizer):
                 return [t.detach() for t in self._grads(closure(j, m))]
         saved = [p.detach().clone() for p in self.params]
         with torch.no_grad():
-            for p, e in zip(self.params, eps, strict=True):
-                p.add_(e)
+            torch._foreach_add_(self.params, eps)
         try:
             with self._frozen_batchnorm(), torch.enable_grad():
                 return [t.detach() for t in self._grads(closure(j, m))]
         finally:
             with torch.no_grad():
-                for p, w in zip(self.params, saved, strict=True):
-                    p.copy_(w)
+                torch._foreach_copy_(self.params, saved)
 
     # -- the step ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -182,27 +190,30 @@ class SharpnessAware(torch.optim.Optimizer):
         if self.variant == "eigensam" and self.steps % self.eigen_every == 0:
             self._update_eigenvector(closure)
         m = self.micro_batches
-        descent = [torch.zeros_like(p) for p in self.params]
-        ascent_norm_sq = 0.0
-        losses = []
-        perturbations = []
+        losses, ascent_sq = [], []
+        descent: list[torch.Tensor] = []
+        perturbation: list[torch.Tensor] = []
         for j in range(m):
             with torch.enable_grad():
                 loss = closure(j, m)
                 g = [t.detach() for t in self._grads(loss)]
             losses.append(loss.detach())
-            eps = self._perturbation(g)
-            perturbations.append(eps)
+            g_norm = _norm(g)
+            ascent_sq.append(g_norm**2)
+            eps = self._perturbation(g, g_norm)
             g_sam = self._gradient_at(closure, j, m, eps)
-            for d, t in zip(descent, g_sam, strict=True):
-                d.add_(t, alpha=1.0 / m)
-            ascent_norm_sq += float(_norm(g)) ** 2 / m
-        self.last_ascent_grad_norm = math.sqrt(ascent_norm_sq)
+            if m == 1:
+                descent, perturbation = g_sam, eps
+            elif j == 0:
+                descent, perturbation = torch._foreach_div(g_sam, m), torch._foreach_div(eps, m)
+            else:
+                torch._foreach_add_(descent, g_sam, alpha=1.0 / m)
+                torch._foreach_add_(perturbation, eps, alpha=1.0 / m)
         if self.variant == "ssam":
-            scale = _norm(g) / _norm(descent).clamp_min(1e-12)
-            descent = [d * scale for d in descent]
-        self.last_descent_grad_norm = float(_norm(descent))
-        self.last_perturbation = [sum(e[i] for e in perturbations) / m for i in range(len(self.params))]
+            torch._foreach_mul_(descent, g_norm / _norm(descent).clamp_min(1e-12))
+        self._ascent_norm = torch.stack(ascent_sq).mean().sqrt()
+        self._descent = descent
+        self.last_perturbation = perturbation
         for p, d in zip(self.params, descent, strict=True):
             p.grad = d
         if self.clip_grad_norm is not None:
