@@ -36,7 +36,16 @@ def test_info_checkpoint_json(cli, mlp_ckpt):
     assert s["loss"] == "cross_entropy"
     assert s["optimizer"] == {
         "name": "sgd",
-        "hparams": {"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0005, "batch_size": 64},
+        "hparams": {
+            "base": "sgd",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "nesterov": False,
+            "weight_decay": 0.0005,
+            "schedule": "constant",
+            "clip_grad_norm": None,
+            "batch_size": 64,
+        },
         "has_state": True,
     }
     assert s["epoch"] == 20 and s["step"] == 20 * math.ceil(1438 / 64) and s["seed"] == 0
