@@ -246,14 +246,22 @@ def test_check_fit_shortens_long_lists():
 
 
 @pytest.mark.parametrize(
-    ("name", "n_params", "train_accuracy"),
-    [("mlp", MLP_PARAMS, 100.0), ("cnn", 1898, 99.9), ("resnet", 19810, 100.0)],
+    ("file", "model", "optimizer", "n_params", "train_accuracy"),
+    [
+        ("mlp_digits", "mlp", "sgd", MLP_PARAMS, 100.0),
+        ("mlp_digits_sam", "mlp", "sam", MLP_PARAMS, 100.0),
+        ("mlp_digits_ssam", "mlp", "ssam", MLP_PARAMS, 100.0),
+        ("cnn_digits", "cnn", "sgd", 1898, 99.0),
+        ("resnet_digits", "resnet", "sgd", 19810, 100.0),
+    ],
 )
-def test_sample_checkpoints(name, n_params, train_accuracy):
-    ckpt = load_checkpoint(SAMPLE_DIR / f"{name}_digits.pt")
-    assert ckpt.native and ckpt.model["name"] == name
+def test_sample_checkpoints(file, model, optimizer, n_params, train_accuracy):
+    path = SAMPLE_DIR / f"{file}.pt"
+    assert path.stat().st_size < 1_000_000
+    ckpt = load_checkpoint(path)
+    assert ckpt.native and ckpt.model["name"] == model
     assert ckpt.data["name"] == "digits" and ckpt.data["split"] == "train"
-    assert ckpt.loss == "cross_entropy" and ckpt.optimizer["name"] == "sgd"
+    assert ckpt.loss == "cross_entropy" and ckpt.optimizer["name"] == optimizer
     module = instantiate(ckpt)
     assert sum(p.numel() for p in module.parameters()) == n_params
     assert not module.training  # eval mode: a stray forward cannot move BatchNorm statistics
