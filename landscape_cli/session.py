@@ -7,7 +7,7 @@ import torch
 from .checkpoint import Checkpoint, instantiate, require
 from .errors import LandscapeError
 from .problem import Problem
-from .zoo.data import load_data
+from .zoo.data import Dataset, load_data
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -49,6 +49,21 @@ def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | Non
     return torch.randperm(n, generator=generator)[:samples].sort().values
 
 
+def check_model_fits_data(model: torch.nn.Module, data: Dataset, device: torch.device, dtype: torch.dtype) -> None:
+    """One forward pass on two samples (eval mode), so that a model that does not fit the data fails
+    here with a message instead of deep inside a computation."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.x[:2].to(device, dtype))
+    except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
+        raise LandscapeError(
+            f"the model does not accept inputs of shape {tuple(data.x.shape[1:])} from the data: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    if data.task == "classification" and out.shape[-1] <= int(data.y.max()):
+        raise LandscapeError(f"the model has {out.shape[-1]} outputs but the data has labels up to {int(data.y.max())}")
+
+
 def problem_from_checkpoint(
     ckpt: Checkpoint,
     *,
@@ -76,16 +91,7 @@ def problem_from_checkpoint(
     if indices is not None:
         data = data.subset(indices)
     model = instantiate(ckpt, device=device, dtype=dtype)
-    try:
-        with torch.no_grad():
-            out = model.eval()(data.x[:2].to(device, dtype))
-    except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
-        raise LandscapeError(
-            f"the model does not accept inputs of shape {tuple(data.x.shape[1:])} from the data: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    if data.task == "classification" and out.shape[-1] <= int(data.y.max()):
-        raise LandscapeError(f"the model has {out.shape[-1]} outputs but the data has labels up to {int(data.y.max())}")
+    check_model_fits_data(model, data, device, dtype)
     return Problem(
         model,
         data,

@@ -23,7 +23,7 @@ from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import LandscapeError
 from ..linalg import lanczos_extremal
 from ..problem import Problem, per_sample_loss_sum
-from ..session import subset_indices
+from ..session import check_model_fits_data, subset_indices
 from ..zoo.data import Dataset, load_data
 from ..zoo.models import build_model
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
@@ -67,7 +67,7 @@ class Run:
         d = self.train_data
         self.x = d.x.to(self.device, config.dtype)
         self.y = d.y.to(self.device) if d.task == "classification" else d.y.to(self.device, config.dtype)
-        self._probe()
+        check_model_fits_data(self.model, d, self.device, config.dtype)
         self.n = len(d)
         self.batch = self.n if config.batch_size is None else min(config.batch_size, self.n)
         if config.opt == "msam" and self.batch % config.micro_batches:
@@ -89,21 +89,6 @@ class Run:
 
     def _problem(self, data: Dataset) -> Problem:
         return Problem(self.model, data, self.config.loss, device=self.device, dtype=self.config.dtype)
-
-    def _probe(self) -> None:
-        """A model that does not fit the data fails here with a message, not in the middle of the loop."""
-        try:
-            with torch.no_grad():
-                out = self.model.eval()(self.x[:2])
-        except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
-            raise LandscapeError(
-                f"the model does not accept inputs of shape {tuple(self.x.shape[1:])} from the data: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from None
-        if self.train_data.task == "classification" and out.shape[-1] <= int(self.train_data.y.max()):
-            raise LandscapeError(
-                f"the model has {out.shape[-1]} outputs but the data has labels up to {int(self.train_data.y.max())}"
-            )
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
