@@ -156,6 +156,7 @@ class Problem:
         self.hvp_timings: dict[str, float] = {}
         self.hvp_calls = 0
         self._graph: GradientGraph | None = None
+        self._graph_w: torch.Tensor | None = None
         self._graph_version = -1
 
     @torch.no_grad()
@@ -263,9 +264,11 @@ class Problem:
         Reusing it halves the cost of each double-backward HVP (no forward pass, no first
         backward pass). Only for single-chunk problems: its memory is that of one uncached HVP.
         """
-        if self._graph is None or self._graph_version != self.w._version:
+        # The weights may be changed in place (version counter) or replaced (the tensor itself; holding
+        # it keeps its id from being reused by another tensor).
+        if self._graph is None or self._graph_w is not self.w or self._graph_version != self.w._version:
             self._graph = self._gradient_graph(self._point(None), self.chunks[0])
-            self._graph_version = self.w._version
+            self._graph_w, self._graph_version = self.w, self.w._version
         return self._graph
 
     def _caches_graph(self, method: str, w: torch.Tensor | None) -> bool:

@@ -213,3 +213,6 @@ def test_single_chunk_reuses_the_gradient_graph_and_stays_exact(case) -> None:
     fresh = make_problem(model, data, batch_size=4096, hvp="double-backward")
     assert torch.allclose(problem.hvp(v), fresh.hvp(v, w=moved), rtol=1e-10, atol=1e-12)
     assert problem._graph is not graph
+    # Replacing the tensor (not only changing it in place) is noticed too.
+    problem.w = problem.w * 1.5
+    assert torch.allclose(problem.hvp(v), fresh.hvp(v, w=problem.w), rtol=1e-10, atol=1e-12)

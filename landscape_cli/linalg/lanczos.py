@@ -95,6 +95,10 @@ def lanczos_extremal(
     wanted = top_k + bottom_k
     top = bottom = None
     while process.step():
+        if on_step is not None:
+            on_step(process.steps, process.matvecs)
+        if process.steps < min(wanted, process.max_steps):
+            continue  # fewer Ritz values than asked for: nothing to judge yet
         theta, vecs = _tridiagonal_eigs(process.alphas, process.betas)
         residual, error = _bounds(theta, vecs[-1, :], process.last_beta())
         # The bounds hold in exact arithmetic; no answer is better than the matvec's own rounding.
@@ -103,10 +107,8 @@ def lanczos_extremal(
         order = np.argsort(theta)
         top = _select(theta, order[::-1][:top_k], residual, error, tol)
         bottom = _select(theta, order[:bottom_k], residual, error, tol)
-        if on_step is not None:
-            on_step(process.steps, process.matvecs)
         exhausted = process.steps >= process.max_steps
-        if process.steps >= wanted and (top.converged.all() and bottom.converged.all()):
+        if top.converged.all() and bottom.converged.all():
             break
         if exhausted:
             break

@@ -46,11 +46,21 @@ class LanczosProcess:
         return len(self.alphas)
 
     def _orthogonalize(self, w: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classical Gram-Schmidt against the basis, repeated only when it cancelled much of w.
+
+        "Twice is enough" (Kahan, Parlett): a second pass is needed only when the first removed
+        most of the vector (norm ratio below 1/sqrt(2)); otherwise it would cost a second sweep
+        over the whole basis for nothing.
+        """
         q = self.basis[:rows]
-        first = q @ w
-        w = w - q.T @ first
-        second = q @ w
-        return w - q.T @ second, first + second
+        before = torch.linalg.vector_norm(w, dtype=torch.float64)
+        coeffs = q @ w
+        w = w - q.T @ coeffs
+        if torch.linalg.vector_norm(w, dtype=torch.float64) < 0.7071 * before:
+            second = q @ w
+            w = w - q.T @ second
+            coeffs = coeffs + second
+        return w, coeffs
 
     def step(self) -> bool:
         """One matvec. Returns False once the basis can grow no further (max steps or n reached)."""
@@ -64,7 +74,7 @@ class LanczosProcess:
         # The coefficient on q_j is alpha; the others are the (tiny) reorthogonalization terms
         # plus beta_{j-1}, so T stays exactly Q^T A Q to working precision.
         self.alphas.append(float(coeffs[j].double()))
-        beta = float(w.double().norm())
+        beta = float(torch.linalg.vector_norm(w, dtype=torch.float64))
         if j + 1 >= self.max_steps:
             self.betas.append(beta)
             return True
