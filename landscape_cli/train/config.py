@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +111,6 @@ class TrainConfig:
         d["dtype"] = str(self.dtype).replace("torch.", "")
         d["betas"] = list(self.betas)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        values["out_dir"] = Path(values["out_dir"])
-        values["dtype"] = getattr(torch, values.get("dtype", "float32"))
-        values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
-        return cls(**values)
 
     def hyper_parameters(self) -> dict[str, Any]:
         """What a checkpoint records as the optimizer's hyper-parameters."""
