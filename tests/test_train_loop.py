@@ -68,6 +68,12 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, opt, monkey
                 np.testing.assert_array_equal(a[table][column][()], b[table][column][()], err_msg=f"{table}/{column}")
 
 
+def test_save_every_epochs(tmp_path) -> None:
+    final = train_model(config(tmp_path / "run", steps=None, epochs=4, save_every_epochs=2, batch_size=100))
+    assert sorted(p.name for p in final.parent.glob("*.pt")) == ["final.pt", "step_0000006.pt"]  # 3 steps/epoch
+    assert load_checkpoint(final.parent / "step_0000006.pt").epoch == 2
+
+
 def test_same_seed_same_run_other_seed_other_run(tmp_path) -> None:
     a = weights(train_model(config(tmp_path / "a", opt="sam")))
     b = weights(train_model(config(tmp_path / "b", opt="sam")))

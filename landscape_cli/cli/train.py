@@ -78,6 +78,9 @@ def train_command(
     save_every: Annotated[
         int | None, _opt("--save-every", "Also save a checkpoint every N steps (the final one is always saved).", RUN)
     ] = None,
+    save_every_epochs: Annotated[
+        int | None, _opt("--save-every-epochs", "Also save a checkpoint every N epochs (instead of --save-every).", RUN)
+    ] = None,
     log_every: Annotated[int, _opt("--log-every", "Log the mini-batch loss and accuracy every N steps.", RUN)] = 1,
     eval_every: Annotated[
         int | None, _opt("--eval-every", "Evaluate train and test loss every N steps (default: every epoch).", RUN)
@@ -126,7 +129,8 @@ def train_command(
         weight_decay=weight_decay, betas=(beta1, beta2), rho=rho, ascent=ascent, micro_batches=micro_batches,
         eigen_iters=eigen_iters, eigen_every=eigen_every, alpha=alpha, clip_grad_norm=clip_grad_norm,
         schedule=lr_schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, batch_size=size, epochs=epochs,
-        steps=steps, save_every=save_every, log_every=log_every, eval_every=eval_every,
+        steps=steps, save_every=save_every, save_every_epochs=save_every_epochs, log_every=log_every,
+        eval_every=eval_every,
         track_sharpness_every=track_sharpness_every, track_samples=track_samples, seed=seed,
         device=str(resolve_device(device)), dtype=resolve_dtype(dtype),
     )  # fmt: skip

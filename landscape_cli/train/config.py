@@ -45,6 +45,7 @@ class TrainConfig:
     epochs: int | None = 10
     steps: int | None = None
     save_every: int | None = None  # steps
+    save_every_epochs: int | None = None
     log_every: int = 1
     eval_every: int | None = None  # steps; None: once per epoch
     track_sharpness_every: int | None = None

@@ -75,6 +75,7 @@ class Run:
         self.steps_per_epoch = math.ceil(self.n / self.batch)
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch  # type: ignore[operator]
         self.eval_every = config.eval_every or self.steps_per_epoch
+        self.save_every = config.save_every or (config.save_every_epochs or 0) * self.steps_per_epoch
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, _lr_factor(config, self.total_steps))
         self.step = 0
@@ -256,7 +257,7 @@ def train_model(
                     _measure(run, train_log, display)
                 elif config.track_sharpness_every and run.step % config.track_sharpness_every == 0:
                     _track(run, train_log, display)
-                if config.save_every and run.step % config.save_every == 0 and run.step < run.total_steps:
+                if run.save_every and run.step % run.save_every == 0 and run.step < run.total_steps:
                     if run.step % run.eval_every:
                         run.evaluate()
                     run.checkpoint(out / f"step_{run.step:07d}.pt")
