@@ -35,3 +35,20 @@ def test_cuda_float32_spectrum_matches_cpu_without_tf32() -> None:
 
 def test_auto_device_picks_cuda() -> None:
     assert resolve_device("auto").type == "cuda"
+
+
+def test_cuda_training_is_deterministic(tmp_path) -> None:
+    """cuDNN's default convolution kernels are nondeterministic; the trainer asks for deterministic ones."""
+    from landscape_cli.train import TrainConfig, train_model
+    from landscape_cli.zoo import data_spec, model_spec
+
+    def run(name: str):
+        config = TrainConfig(
+            model=model_spec("resnet", {"width": 4}), data=data_spec("digits", kwargs={"limit": 300}),
+            out_dir=tmp_path / name, opt="sam", lr=0.05, momentum=0.9, batch_size=64, steps=8, epochs=None,
+            device="cuda",
+        )  # fmt: skip
+        return load_checkpoint(train_model(config)).state_dict
+
+    a, b = run("a"), run("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)

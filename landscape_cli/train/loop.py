@@ -60,6 +60,11 @@ class Run:
     def __init__(self, config: TrainConfig, log: Callable[[str], None]) -> None:
         self.config, self.log = config, log
         self.device = torch.device(config.device)
+        if self.device.type == "cuda":
+            # cuDNN picks nondeterministic convolution kernels by default: two runs of a ResNet with
+            # one seed differed on an H100. Deterministic kernels make runs and resumptions repeat.
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         torch.manual_seed(config.seed)
         self.train_data = load_data({**config.data, "split": config.data.get("split", "train")})
         self.test_data = load_data({**config.data, "split": "test"}) if "name" in config.data else None
