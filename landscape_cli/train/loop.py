@@ -48,10 +48,10 @@ def _epoch_order(config: TrainConfig, epoch: int, n: int, device: torch.device) 
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
-    candidates = sorted(out.glob("step_*.pt"))
+    """final.pt if the run finished, else the periodic checkpoint with the highest step (from its name)."""
     if (out / "final.pt").exists():
-        candidates.append(out / "final.pt")
-    return max(candidates, key=lambda p: load_checkpoint(p).step or 0) if candidates else None
+        return out / "final.pt"
+    return max(out.glob("step_*.pt"), key=lambda p: int(p.stem.removeprefix("step_")), default=None)
 
 
 class Run:
@@ -84,6 +84,7 @@ class Run:
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, _lr_factor(config, self.total_steps))
         self.step = 0
+        self._order, self._order_epoch = torch.empty(0, dtype=torch.long), -1  # the current epoch's data order
         self.metrics: dict[str, float] = {}
         self.evaluators = {"train": self._problem(self.train_data)}
         if self.test_data is not None:
@@ -99,7 +100,7 @@ class Run:
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
-        if offset == 0 or not hasattr(self, "_order") or self._order_epoch != epoch:
+        if self._order_epoch != epoch:
             self._order, self._order_epoch = _epoch_order(self.config, epoch, self.n, self.device), epoch
         idx = self._order[offset * self.batch : (offset + 1) * self.batch]
         first_outputs: dict[int, torch.Tensor] = {}
