@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .spectrum import SpectrumResult
+from .surface import SurfaceResult
 
 
 def _num(x: float | None, digits: int = 6) -> str:
@@ -103,3 +104,67 @@ def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], 
         )
     for label, path in outputs.items():
         console.print(f"{label}: {path}")
+
+
+def surface_dict(result: SurfaceResult) -> dict[str, Any]:
+    """The JSON form of a surface result (stable keys for scripts)."""
+    grid = result.grid
+    return {
+        "output": str(result.path),
+        "dims": grid.dims,
+        "x": grid.x.spec(),
+        "y": grid.y.spec() if grid.y is not None else None,
+        "points": grid.size,
+        "splits": result.splits,
+        "directions": result.directions,
+        "summary": result.summary,
+        "nonfinite_points": result.nonfinite,
+        "evaluation": {
+            "method": result.stats.method,
+            "points_per_pass": result.stats.points_per_pass,
+            "computed": result.stats.computed,
+            "resumed": result.stats.resumed,
+            "seconds": result.stats.seconds,
+            "seconds_per_point_measured": result.stats.calibration,
+        },
+        "problem": result.problem,
+    }
+
+
+def print_surface(result: SurfaceResult, title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    p, grid, stats, s = result.problem, result.grid, result.stats, result.summary
+    console.print(
+        f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
+        f"({p['mode']} mode, {p['dtype']}, {p['device']})"
+    )
+    kinds = ", ".join(
+        f"d{i + 1} {d.get('kind', '?')}"
+        + (f" (eigenvalue {d['eigenvalue']:.4g})" if "eigenvalue" in d else "")
+        + (f" ({100 * d['explained_variance_ratio']:.1f}% of variance)" if "explained_variance_ratio" in d else "")
+        for i, d in enumerate(result.directions)
+    )
+    shape = f"{grid.x.n}" if grid.y is None else f"{grid.x.n} x {grid.y.n}"
+    console.print(
+        f"{grid.dims}D surface, {shape} points on x {grid.x.spec()}" + (f", y {grid.y.spec()}" if grid.y else "")
+    )
+    console.print(f"directions: {kinds}")
+    rate = stats.computed / stats.seconds if stats.seconds > 0 else float("nan")
+    how = "one point per pass" if stats.points_per_pass == 1 else f"{stats.points_per_pass} points per pass (vmap)"
+    resumed = f", {stats.resumed} resumed" if stats.resumed else ""
+    console.print(f"evaluated {stats.computed} points in {stats.seconds:.2f} s ({rate:.1f} points/s, {how}){resumed}")
+    table = Table(title=f"Sharpness summary ({s.get('split', '')} loss)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("loss at the centre", _num(s.get("center_loss")))
+    if "rise_mean" in s:
+        table.add_row(f"mean loss rise at radius {s['radius']:.3g}", _num(s["rise_mean"]))
+        table.add_row(f"largest loss rise at radius {s['radius']:.3g}", _num(s["rise_max"]))
+    for i, value in enumerate(s.get("curvature", [])):
+        table.add_row(f"curvature along d{i + 1} (quadratic fit)", _num(value))
+    if "fit_hessian_eigenvalues" in s:
+        table.add_row(
+            "eigenvalues of the fitted 2x2 Hessian", ", ".join(_num(v, 4) for v in s["fit_hessian_eigenvalues"])
+        )
+    console.print(table)
+    console.print(f"results: {result.path}")

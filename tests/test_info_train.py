@@ -201,7 +201,7 @@ def test_train_save_every_and_full_batch(cli, tmp_path):
     run = tmp_path / "run"
     args = ["--out", run, *TINY, "--batch-size", "full", "--epochs", "5", "--save-every", "2"]
     assert cli("train", *args).code == 0
-    assert listing(run) == {"step_0000002.pt", "step_0000004.pt", "final.pt", "train.h5"}
+    assert listing(run) == {"step_0000000.pt", "step_0000002.pt", "step_0000004.pt", "final.pt", "train.h5"}
     assert load_checkpoint(run / "step_0000002.pt").step == 2
     final = load_checkpoint(run / "final.pt")
     assert final.step == 5 and final.optimizer["hparams"]["batch_size"] == "full"
@@ -245,7 +245,7 @@ def test_failed_train_leaves_nothing(cli, tmp_path):
 
 
 def test_interrupted_train_keeps_the_checkpoints_it_wrote(cli, tmp_path, monkeypatch):
-    """Ctrl-C after two periodic checkpoints: both stay, complete and loadable (resumable later)."""
+    """Ctrl-C after three periodic checkpoints (steps 0, 2, 4): all stay, complete and loadable."""
     import landscape_cli.train.loop as loop
 
     saved: list[str] = []
@@ -254,14 +254,14 @@ def test_interrupted_train_keeps_the_checkpoints_it_wrote(cli, tmp_path, monkeyp
     def save_then_interrupt(ckpt, path, **kw):
         out = real_save(ckpt, path, **kw)
         saved.append(path.name)
-        if len(saved) == 2:
+        if len(saved) == 3:
             raise KeyboardInterrupt
         return out
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
     result = cli("train", "--out", tmp_path / "run", *TINY, "--save-every", "2")
     assert result.code == 130
-    assert listing(tmp_path / "run") == {"step_0000002.pt", "step_0000004.pt", "train.h5"}
+    assert listing(tmp_path / "run") == {"step_0000000.pt", "step_0000002.pt", "step_0000004.pt", "train.h5"}
     assert load_checkpoint(tmp_path / "run" / "step_0000004.pt").step == 4
 
 

@@ -57,7 +57,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, opt, monkey
     with pytest.raises(KeyboardInterrupt):
         train_model(config(tmp_path / "resumed", **kw))
     monkeypatch.setattr(loop.Run, "train_step", real)
-    assert sorted(p.name for p in (tmp_path / "resumed").glob("*.pt")) == ["step_0000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("*.pt")) == ["step_0000000.pt", "step_0000004.pt"]
     resumed = train_model(config(tmp_path / "resumed", **kw), resume=True)
     for name, tensor in weights(straight).items():
         assert torch.equal(tensor, weights(resumed)[name]), name
@@ -70,7 +70,8 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, opt, monkey
 
 def test_save_every_epochs(tmp_path) -> None:
     final = train_model(config(tmp_path / "run", steps=None, epochs=4, save_every_epochs=2, batch_size=100))
-    assert sorted(p.name for p in final.parent.glob("*.pt")) == ["final.pt", "step_0000006.pt"]  # 3 steps/epoch
+    # 3 steps per epoch
+    assert sorted(p.name for p in final.parent.glob("*.pt")) == ["final.pt", "step_0000000.pt", "step_0000006.pt"]
     assert load_checkpoint(final.parent / "step_0000006.pt").epoch == 2
 
 

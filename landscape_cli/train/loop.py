@@ -254,6 +254,8 @@ def train_model(
         try:
             if run.step == 0:
                 _measure(run, train_log, display)
+                if run.save_every:  # the starting point, for trajectory plots (surface --dirs pca:RUN)
+                    run.checkpoint(out / f"step_{0:07d}.pt")
             while run.step < run.total_steps:
                 row = run.train_step()
                 display.update(**row)

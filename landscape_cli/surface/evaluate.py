@@ -1,0 +1,172 @@
+"""Loss and accuracy at grid points theta = w + x d1 + y d2, one point per pass or many.
+
+Batched evaluation runs the model under `vmap` over a block of points, so each chunk of data serves
+every point of the block in one call; it pays where per-call overhead dominates (small dense models)
+and loses where batched kernels are slow (convolutions on CPU). Which one runs is measured on the
+sweep's own first points, never guessed, and the measured points are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ..problem import Problem, loss_sums_per_point, per_sample_loss_sum
+from .directions import Direction
+
+#: Upper limit on points per batched pass: beyond this, bigger blocks gain nothing measurable and
+#: progress and the resume journal would advance in coarse steps.
+MAX_POINTS_PER_PASS = 64
+#: Default memory for one batched pass: a fraction of free GPU memory, a fixed amount on CPU.
+CPU_BUDGET_BYTES = 1 << 30
+CUDA_BUDGET_FRACTION = 0.5
+
+
+class PointEvaluator:
+    """Evaluates one Problem (one data split) along fixed directions."""
+
+    def __init__(self, problem: Problem, directions: list[Direction]) -> None:
+        self.problem = problem
+        p = problem
+        self.directions = torch.stack([d.vector.to(p.device, p.dtype) for d in directions])
+        # Buffers that move with the point (interpolation of BatchNorm statistics): base + coeffs @ deltas.
+        moving = sorted({name for d in directions for name in d.buffers})
+        self.buffer_deltas = {
+            name: torch.stack(
+                [d.buffers.get(name, torch.zeros_like(p.buffers[name])).to(p.device, p.dtype) for d in directions]
+            )
+            for name in moving
+        }
+        self.metrics = ("loss", "accuracy") if p.is_classification else ("loss",)
+        self.batched_ok = not (
+            p.train_mode and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in p.model.modules())
+        )
+
+    # -- the points ----------------------------------------------------------------------------
+    def thetas(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """(P, n) parameters: every point from w afresh, never accumulated."""
+        return torch.addmm(self.problem.w.unsqueeze(0), coeffs, self.directions)
+
+    def buffers_at(self, coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Buffers for each of the P points, (P, ...) each; unmoved ones are broadcast views."""
+        size = coeffs.shape[0]
+        out = {name: b.expand(size, *b.shape) for name, b in self.problem.buffers.items()}
+        for name, deltas in self.buffer_deltas.items():
+            base = self.problem.buffers[name].reshape(1, -1)
+            moved = torch.addmm(base, coeffs, deltas.reshape(deltas.shape[0], -1))
+            out[name] = moved.view(size, *self.problem.buffers[name].shape)
+        return out
+
+    def _coeffs(self, coefficients: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(coefficients, dtype=self.problem.dtype, device=self.problem.device)
+
+    # -- one point per pass -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_loop(self, coefficients: np.ndarray) -> np.ndarray:
+        """(P, len(metrics)) values, one full pass over the data per point."""
+        p = self.problem
+        coeffs = self._coeffs(coefficients)
+        thetas = self.thetas(coeffs)
+        buffers = self.buffers_at(coeffs)
+        out = np.empty((len(coeffs), len(self.metrics)))
+        for i in range(len(coeffs)):
+            params = p.layout.unflatten(thetas[i])
+            point_buffers = {k: v[i] for k, v in buffers.items()}
+            loss_sum, correct = 0.0, 0
+            for index, chunk in enumerate(p.chunks):
+                with p.chunk_context(index):
+                    logits = functional_call(p.model, (params, point_buffers), (p.x[chunk],))
+                    loss_sum += float(per_sample_loss_sum(logits, p.y[chunk], p.loss_name))
+                    if p.is_classification:
+                        correct += int((logits.argmax(dim=-1) == p.y[chunk]).sum())
+            out[i, 0] = loss_sum / p.n_samples
+            if p.is_classification:
+                out[i, 1] = 100.0 * correct / p.n_samples
+        return out
+
+    # -- many points per pass -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_batched(self, coefficients: np.ndarray) -> np.ndarray:
+        """(P, len(metrics)) values; each chunk of data goes through the model once for all P points."""
+        p = self.problem
+        coeffs = self._coeffs(coefficients)
+        size = len(coeffs)
+        thetas = self.thetas(coeffs)
+        params = {
+            name: thetas[:, p.layout.offsets[i] : p.layout.offsets[i + 1]].view(size, *shape)
+            for i, (name, shape) in enumerate(zip(p.layout.names, p.layout.shapes, strict=True))
+        }
+        buffers = self.buffers_at(coeffs)
+
+        def forward(point_params: dict, point_buffers: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(p.model, (point_params, point_buffers), (x,))
+
+        batched_forward = vmap(forward, in_dims=(0, 0, None), randomness="same")
+        loss_sums = torch.zeros(size, dtype=torch.float64, device=p.device)
+        correct = torch.zeros(size, dtype=torch.long, device=p.device)
+        for index, chunk in enumerate(p.chunks):
+            with p.chunk_context(index):
+                logits = batched_forward(params, buffers, p.x[chunk])
+                loss_sums += loss_sums_per_point(logits, p.y[chunk], p.loss_name).double()
+                if p.is_classification:
+                    correct += (logits.argmax(dim=-1) == p.y[chunk]).sum(dim=1)
+        out = np.empty((size, len(self.metrics)))
+        out[:, 0] = (loss_sums / p.n_samples).cpu().numpy()
+        if p.is_classification:
+            out[:, 1] = (100.0 * correct.double() / p.n_samples).cpu().numpy()
+        return out
+
+    def bytes_per_point(self) -> int:
+        """Memory one point adds to a batched pass: its parameters and the activations of one chunk
+        (every module's output, an over-estimate: no_grad frees most of them early)."""
+        p = self.problem
+        total = 0
+
+        def count(_module: nn.Module, _inputs: object, output: object) -> None:
+            nonlocal total
+            if isinstance(output, torch.Tensor):
+                total += output.numel() * output.element_size()
+
+        leaves = [m for m in p.model.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad(), p.chunk_context(0):
+                p.model(p.x[: min(8, p.n_samples)])
+        finally:
+            for h in handles:
+                h.remove()
+        per_sample = total / min(8, p.n_samples)
+        return int(per_sample * p.batch_size + p.n_params * p.w.element_size() * 2)
+
+
+def memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_BUDGET_FRACTION)
+    return CPU_BUDGET_BYTES
+
+
+def points_per_pass_limit(evaluators: list[PointEvaluator], budget: int | None = None) -> int:
+    """How many points one batched pass may hold within the memory budget (at least 1)."""
+    device = evaluators[0].problem.device
+    budget = memory_budget(device) if budget is None else budget
+    need = max(e.bytes_per_point() for e in evaluators)
+    return int(max(1, min(MAX_POINTS_PER_PASS, budget // max(need, 1))))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[np.ndarray, float]:
+    _sync(device)
+    start = time.perf_counter()
+    values = fn()
+    _sync(device)
+    return values, time.perf_counter() - start
