@@ -83,24 +83,39 @@ def per_sample_loss_sum(output: torch.Tensor, target: torch.Tensor, loss: str) -
     raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
 
 
-def loss_sums_per_point(outputs: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """`per_sample_loss_sum` for a block of P parameter points at once: outputs (P, B, ...) -> (P,).
+def loss_and_correct_sums(
+    outputs: torch.Tensor, target: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sums over a chunk of the loss and of correct predictions, for outputs (B, ...) or a block of P
+    parameter points at once, (P, B, ...); the sums have the leading shape, () or (P,).
 
-    Written with plain batched ops: cross_entropy under vmap cost more than the forward pass of a
-    small MLP."""
+    The same values as `per_sample_loss_sum` and an argmax, at a third of the cost for a small
+    model: log_softmax over 10 classes took 270 us for 1,797 digits on our CPU, as long as the MLP's
+    forward pass, and cross_entropy under vmap more. A sample counts as correct when its label's
+    output is the largest (argmax would break exact ties by index; outputs are never exactly tied
+    in practice).
+    """
+    classification = target.dtype == torch.long
+    lead = outputs.dim() - (target.dim() + (1 if classification else 0))
+    picked = top = correct = None
+    if classification:
+        index = target.expand(*outputs.shape[:lead], *target.shape).unsqueeze(-1)
+        picked = outputs.gather(-1, index)
+        top = outputs.amax(dim=-1, keepdim=True)
+        correct = (picked == top).flatten(lead).sum(-1)
     if loss == "cross_entropy":
-        if target.dtype != torch.long:
+        if not classification:
             raise LandscapeError("cross_entropy needs class labels; use --loss mse for regression targets")
-        picked = outputs.gather(-1, target.expand(outputs.shape[0], *target.shape).unsqueeze(-1)).squeeze(-1)
-        return (torch.logsumexp(outputs, dim=-1) - picked).flatten(1).sum(1)
+        lse = (outputs - top).exp().sum(dim=-1, keepdim=True).log() + top
+        return (lse - picked).flatten(lead).sum(-1), correct
     if loss == "mse":
-        if target.dtype == torch.long:
+        if classification:
             target = F.one_hot(target, outputs.shape[-1]).to(outputs.dtype)
-        if target.shape != outputs.shape[1:]:
+        if target.shape != outputs.shape[lead:]:
             raise LandscapeError(
-                f"mse: model outputs {tuple(outputs.shape[2:])} but targets are {tuple(target.shape[1:])}"
+                f"mse: model outputs {tuple(outputs.shape[lead + 1 :])} but targets are {tuple(target.shape[1:])}"
             )
-        return 0.5 * (outputs - target).pow(2).flatten(1).sum(1)
+        return 0.5 * (outputs - target).pow(2).flatten(lead).sum(-1), correct
     raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
 
 
@@ -230,9 +245,10 @@ class Problem:
         for i, chunk in enumerate(self.chunks):
             with self.chunk_context(i):
                 out = functional_call(self.model, (params, self.buffers), (self.x[chunk],))
-            loss_sum += float(per_sample_loss_sum(out, self.y[chunk], self.loss_name))
-            if self.is_classification:
-                correct += int((out.argmax(dim=-1) == self.y[chunk]).sum())
+            chunk_loss, chunk_correct = loss_and_correct_sums(out, self.y[chunk], self.loss_name)
+            loss_sum += float(chunk_loss)
+            if chunk_correct is not None:
+                correct += int(chunk_correct)
         result = {"loss": loss_sum / self.n_samples}
         if self.is_classification:
             result["accuracy"] = 100.0 * correct / self.n_samples

@@ -52,3 +52,53 @@ def test_cuda_training_is_deterministic(tmp_path) -> None:
 
     a, b = run("a"), run("b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["mlp_digits", "resnet_digits"])
+def test_cuda_surface_points_match_cpu_batched_and_looped(name: str) -> None:
+    """The same directions on both devices (drawn on the CPU), both evaluation methods: one surface."""
+    from landscape_cli.surface.directions import random_directions
+    from landscape_cli.surface.evaluate import PointEvaluator
+
+    ckpt = load_checkpoint(f"sample_checkpoints/{name}.pt")
+    coefficients = np.array([[0.0, 0.0], [0.5, -0.25], [-1.0, 1.0], [0.1, 0.9]])
+    values = {}
+    for device in ("cpu", "cuda"):
+        problem = problem_from_checkpoint(ckpt, device=device, samples=600)
+        evaluator = PointEvaluator(problem, random_directions(problem, 2, 3, "filter", "biasbn"))
+        values[device, "loop"] = evaluator.evaluate_loop(coefficients)
+        values[device, "batched"] = evaluator.evaluate_batched(coefficients)
+    reference = values["cpu", "loop"]
+    for key, got in values.items():
+        np.testing.assert_allclose(got[:, 0], reference[:, 0], rtol=2e-5, err_msg=str(key))
+        np.testing.assert_allclose(got[:, 1], reference[:, 1], atol=0.2, err_msg=str(key))  # one sample at most
+
+
+def test_cuda_surface_cli_resume(tmp_path) -> None:
+    """A CUDA sweep interrupted and resumed equals an unbroken one, and the file records the device."""
+    import h5py
+
+    from landscape_cli.cli import main
+
+    base = ["surface", "sample_checkpoints/resnet_digits.pt", "--2d", "--x", "-1:1:6", "--y", "-1:1:4"]
+    base += ["--samples", "300", "--device", "cuda", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "whole.h5")]) == 0
+    import landscape_cli.surface.store as store
+
+    real, calls = store.Journal.append, {"n": 0}
+
+    def interrupt(self, indices, values):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, indices, values)
+
+    store.Journal.append = interrupt
+    try:
+        assert main([*base, "--points-per-pass", "1", "--out", str(tmp_path / "cut.h5")]) == 130
+    finally:
+        store.Journal.append = real
+    assert main([*base, "--points-per-pass", "1", "--out", str(tmp_path / "cut.h5"), "--resume"]) == 0
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "cut.h5") as b:
+        np.testing.assert_allclose(b["train_loss"][()], a["train_loss"][()], rtol=2e-5)
+        assert "cuda" in a.attrs["device"]

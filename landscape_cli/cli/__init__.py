@@ -15,7 +15,9 @@ from ..errors import LandscapeError
 from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
 from .info import info_command
+from .plot import plot_command
 from .spectrum import spectrum_command
+from .surface import surface_command
 from .train import train_command
 
 app = typer.Typer(
@@ -28,8 +30,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("spectrum")(spectrum_command)
+app.command("surface")(surface_command)
 app.command("info")(info_command)
 app.command("train")(train_command)
+app.command("plot")(plot_command)
 
 
 def _version(value: bool) -> None:

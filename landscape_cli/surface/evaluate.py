@@ -8,6 +8,7 @@ sweep's own first points, never guessed, and the measured points are kept.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..problem import Problem, loss_sums_per_point, per_sample_loss_sum
+from ..problem import Problem, loss_and_correct_sums
 from .directions import Direction
 
 #: Upper limit on points per batched pass: beyond this, bigger blocks gain nothing measurable and
@@ -43,6 +44,7 @@ class PointEvaluator:
             for name in moving
         }
         self.metrics = ("loss", "accuracy") if p.is_classification else ("loss",)
+        self._inplace: tuple[nn.Module, torch.Tensor] | None = None
         self.batched_ok = not (
             p.train_mode and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in p.model.modules())
         )
@@ -66,27 +68,44 @@ class PointEvaluator:
         return torch.as_tensor(coefficients, dtype=self.problem.dtype, device=self.problem.device)
 
     # -- one point per pass -------------------------------------------------------------------------
+    def _inplace_model(self) -> tuple[nn.Module, torch.Tensor]:
+        """A private copy of the model whose parameters are views into one flat vector, so a point is
+        one copy into that vector and then a plain forward call: no functional_call overhead, which
+        cost several times a small MLP's forward pass."""
+        if self._inplace is None:
+            p = self.problem
+            model = copy.deepcopy(p.model).requires_grad_(False)
+            flat = torch.empty(p.n_params, device=p.device, dtype=p.dtype)
+            for name, view in p.layout.unflatten(flat).items():
+                model.get_parameter(name).data = view
+            self._inplace = model, flat
+        return self._inplace
+
     @torch.no_grad()
     def evaluate_loop(self, coefficients: np.ndarray) -> np.ndarray:
         """(P, len(metrics)) values, one full pass over the data per point."""
         p = self.problem
+        model, flat = self._inplace_model()
         coeffs = self._coeffs(coefficients)
         thetas = self.thetas(coeffs)
-        buffers = self.buffers_at(coeffs)
+        moving = {name: model.get_buffer(name) for name in self.buffer_deltas}
+        buffers = self.buffers_at(coeffs) if moving else {}
         out = np.empty((len(coeffs), len(self.metrics)))
         for i in range(len(coeffs)):
-            params = p.layout.unflatten(thetas[i])
-            point_buffers = {k: v[i] for k, v in buffers.items()}
-            loss_sum, correct = 0.0, 0
+            flat.copy_(thetas[i])
+            for name, buffer in moving.items():
+                buffer.copy_(buffers[name][i])
+            loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
+            correct = torch.zeros((), dtype=torch.long, device=p.device)
             for index, chunk in enumerate(p.chunks):
                 with p.chunk_context(index):
-                    logits = functional_call(p.model, (params, point_buffers), (p.x[chunk],))
-                    loss_sum += float(per_sample_loss_sum(logits, p.y[chunk], p.loss_name))
-                    if p.is_classification:
-                        correct += int((logits.argmax(dim=-1) == p.y[chunk]).sum())
-            out[i, 0] = loss_sum / p.n_samples
+                    chunk_loss, chunk_correct = loss_and_correct_sums(model(p.x[chunk]), p.y[chunk], p.loss_name)
+                loss_sum += chunk_loss
+                if chunk_correct is not None:
+                    correct += chunk_correct
+            out[i, 0] = float(loss_sum) / p.n_samples
             if p.is_classification:
-                out[i, 1] = 100.0 * correct / p.n_samples
+                out[i, 1] = 100.0 * int(correct) / p.n_samples
         return out
 
     # -- many points per pass -----------------------------------------------------------------------
@@ -112,9 +131,10 @@ class PointEvaluator:
         for index, chunk in enumerate(p.chunks):
             with p.chunk_context(index):
                 logits = batched_forward(params, buffers, p.x[chunk])
-                loss_sums += loss_sums_per_point(logits, p.y[chunk], p.loss_name).double()
-                if p.is_classification:
-                    correct += (logits.argmax(dim=-1) == p.y[chunk]).sum(dim=1)
+                chunk_loss, chunk_correct = loss_and_correct_sums(logits, p.y[chunk], p.loss_name)
+            loss_sums += chunk_loss
+            if chunk_correct is not None:
+                correct += chunk_correct
         out = np.empty((size, len(self.metrics)))
         out[:, 0] = (loss_sums / p.n_samples).cpu().numpy()
         if p.is_classification:

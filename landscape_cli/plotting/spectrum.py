@@ -1,19 +1,18 @@
-"""Matplotlib figures drawn from results files only: plotting never recomputes anything."""
+"""The figure of a spectrum file: extremal eigenvalues with their error bounds, and the density."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import h5py  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .atomic import atomic_path  # noqa: E402
-from .results import open_results, read_attrs  # noqa: E402
+from ..atomic import atomic_path
+from ..results import open_results, read_attrs
+from .style import save_figure
 
 
 def plot_spectrum(h5_path: Path, out: Path, dpi: int = 150, overwrite: bool = False) -> Path:
@@ -25,14 +24,23 @@ def plot_spectrum(h5_path: Path, out: Path, dpi: int = 150, overwrite: bool = Fa
 
 def draw_spectrum(h5_path: Path, out: Path, fmt: str = "png", dpi: int = 150) -> None:
     """Draw the figure of a spectrum file into `out` (callers see to atomicity)."""
+    save_figure(spectrum_figure(h5_path), out, fmt, dpi)
+
+
+def spectrum_figure(h5_path: Path) -> Figure:
+    """The figure of a spectrum file, not yet saved."""
     with open_results(h5_path) as f:
         attrs = read_attrs(f)
         has_density = "density" in f
         fig, axes = plt.subplots(1, 2 if has_density else 1, figsize=(11 if has_density else 5.5, 4.2))
         axes = np.atleast_1d(axes)
-        _eigenvalue_panel(axes[0], f)
-        if has_density:
-            _density_panel(axes[1], f["density"])
+        try:
+            _eigenvalue_panel(axes[0], f)
+            if has_density:
+                _density_panel(axes[1], f["density"])
+        except BaseException:
+            plt.close(fig)
+            raise
     title = Path(attrs.get("checkpoint", h5_path.name)).name
     fig.suptitle(
         f"Hessian spectrum of {title} ({attrs.get('n_params', '?')} parameters, "
@@ -40,10 +48,7 @@ def draw_spectrum(h5_path: Path, out: Path, fmt: str = "png", dpi: int = 150) ->
         fontsize=10,
     )
     fig.tight_layout()
-    try:
-        fig.savefig(out, dpi=dpi, format=fmt)
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def _eigenvalue_panel(ax: plt.Axes, f: h5py.File) -> None:

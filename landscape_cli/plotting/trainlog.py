@@ -1,0 +1,176 @@
+"""Figures of a training log (train.h5): loss, accuracy and sharpness against the step."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..errors import LandscapeError
+from ..results import open_results, read_attrs
+from .style import styled
+
+
+@dataclass
+class TrainLogData:
+    """The tables of a training log, one array per column, and its root attributes."""
+
+    path: Path
+    attrs: dict[str, Any]
+    config: dict[str, Any]
+    tables: dict[str, dict[str, np.ndarray]]
+
+    def table(self, name: str) -> dict[str, np.ndarray]:
+        return self.tables.get(name, {})
+
+    def rows(self, name: str) -> int:
+        return len(self.table(name).get("step", ()))
+
+    def run_name(self) -> str:
+        return self.path.resolve().parent.name or str(self.path)
+
+
+@dataclass(frozen=True)
+class ReferenceCurve:
+    """An extra curve on a panel: y against x, or a horizontal line at y when x is None
+    (e.g. the edge of stability 2/lr on the sharpness panel)."""
+
+    label: str
+    y: float | np.ndarray
+    x: np.ndarray | None = None
+    style: dict[str, Any] = field(default_factory=dict)
+
+    def draw(self, ax: Axes) -> None:
+        style = {"color": "black", "ls": ":", "lw": 1.2, **self.style}
+        if self.x is None:
+            ax.axhline(float(np.asarray(self.y)), label=self.label, **style)
+        else:
+            ax.plot(self.x, self.y, label=self.label, **style)
+
+
+def read_train_log(path: Path) -> TrainLogData:
+    with open_results(path) as f:
+        attrs = read_attrs(f)
+        tables = {
+            name: {column: np.asarray(ds[()], dtype=np.float64) for column, ds in group.items()}
+            for name, group in f.items()
+            if isinstance(group, h5py.Group) and isinstance(group.get("step"), h5py.Dataset)
+        }
+    try:
+        config = json.loads(attrs.get("config", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        config = {}
+    return TrainLogData(path, attrs, config if isinstance(config, dict) else {}, tables)
+
+
+def _finite(values: np.ndarray | None) -> bool:
+    return values is not None and bool(np.isfinite(values).any())
+
+
+def draw_loss_panel(ax: Axes, log: TrainLogData, log_scale: bool = False) -> None:
+    train, ev = log.table("train"), log.table("eval")
+    if _finite(train.get("loss")):
+        thin = log.rows("eval") > 0
+        ax.plot(train["step"], train["loss"], lw=0.8 if thin else 1.4, alpha=0.55 if thin else 1.0,
+                color="C0", label="train (mini-batch)")  # fmt: skip
+    for column, colour, text in (("train_loss", "C0", "train (full)"), ("test_loss", "C1", "test")):
+        if _finite(ev.get(column)):
+            ax.plot(ev["step"], ev[column], "o-", ms=3.5, lw=1.4, color=colour, label=text)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+    ax.set_title("Loss")
+
+
+def draw_accuracy_panel(ax: Axes, log: TrainLogData) -> None:
+    train, ev = log.table("train"), log.table("eval")
+    if _finite(train.get("accuracy")):
+        thin = log.rows("eval") > 0
+        ax.plot(train["step"], train["accuracy"], lw=0.8 if thin else 1.4, alpha=0.55 if thin else 1.0,
+                color="C0", label="train (mini-batch)")  # fmt: skip
+    for column, colour, text in (("train_accuracy", "C0", "train (full)"), ("test_accuracy", "C1", "test")):
+        if _finite(ev.get(column)):
+            ax.plot(ev["step"], ev[column], "o-", ms=3.5, lw=1.4, color=colour, label=text)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy")
+
+
+def draw_sharpness_panel(
+    ax: Axes,
+    step: np.ndarray,
+    eigenvalue: np.ndarray,
+    error_bound: np.ndarray | None = None,
+    references: Sequence[ReferenceCurve] = (),
+) -> None:
+    """The top Hessian eigenvalue against the step, its error bound as a band, and extra reference curves."""
+    ax.plot(step, eigenvalue, "o-", ms=3.5, lw=1.4, color="C3", label="top eigenvalue")
+    if error_bound is not None and _finite(error_bound):
+        bound = np.nan_to_num(error_bound, nan=0.0)
+        ax.fill_between(step, eigenvalue - bound, eigenvalue + bound, color="C3", alpha=0.25, lw=0,
+                        label="error bound")  # fmt: skip
+    for reference in references:
+        reference.draw(ax)
+    ax.set_ylabel("top Hessian eigenvalue")
+    ax.set_title("Sharpness")
+
+
+def has_accuracy(log: TrainLogData) -> bool:
+    ev = log.table("eval")
+    return any(
+        _finite(t) for t in (log.table("train").get("accuracy"), ev.get("train_accuracy"), ev.get("test_accuracy"))
+    )
+
+
+@styled
+def train_figure(log: TrainLogData, log_scale: bool = False, references: Sequence[ReferenceCurve] = ()) -> Figure:
+    """Panels loss, accuracy (when logged) and sharpness (when tracked), sharing the step axis;
+    `references` go on the sharpness panel."""
+    if log.rows("train") == 0 and log.rows("eval") == 0:
+        raise LandscapeError(f"{log.path} holds no logged rows yet: nothing to plot")
+    sharp = log.table("sharpness")
+    panels = ["loss"] + (["accuracy"] if has_accuracy(log) else []) + (["sharpness"] if log.rows("sharpness") else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharex=True, squeeze=False)
+    try:
+        for ax, panel in zip(axes[0], panels, strict=True):
+            if panel == "loss":
+                draw_loss_panel(ax, log, log_scale)
+            elif panel == "accuracy":
+                draw_accuracy_panel(ax, log)
+            else:
+                draw_sharpness_panel(ax, sharp["step"], sharp["top_eigenvalue"], sharp.get("error_bound"), references)
+            ax.set_xlabel("step")
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="best", framealpha=0.85)
+        fig.suptitle(_title(log))
+        fig.tight_layout()
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def _title(log: TrainLogData) -> str:
+    c = log.config
+    words = [f"Training run {log.run_name()}"]
+    details = []
+    if c.get("opt"):
+        details.append(str(c["opt"]) + (f" ({c['base']})" if c.get("opt") != "sgd" and c.get("base") else ""))
+    if c.get("lr") is not None:
+        details.append(f"lr = {c['lr']:g}")
+    if c.get("batch_size") is None and c:
+        details.append("full batch")
+    elif c.get("batch_size"):
+        details.append(f"batch {c['batch_size']}")
+    model = c.get("model")
+    if isinstance(model, dict) and model.get("name"):
+        details.append(str(model["name"]))
+    return words[0] + (": " + ", ".join(details) if details else "")
