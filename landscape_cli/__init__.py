@@ -18,6 +18,7 @@ from .problem import ParamLayout, Problem
 from .results import describe_results, provenance, write_spectrum
 from .session import problem_from_checkpoint, resolve_device
 from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum
+from .surface import SurfaceOptions, SurfaceResult, compute_surface
 from .train import TrainConfig, train_model
 from .zoo import build_model, data_spec, load_data, model_spec
 
@@ -28,10 +29,13 @@ __all__ = [
     "Problem",
     "SpectrumOptions",
     "SpectrumResult",
+    "SurfaceOptions",
+    "SurfaceResult",
     "TrainConfig",
     "__version__",
     "build_model",
     "compute_spectrum",
+    "compute_surface",
     "data_spec",
     "describe_results",
     "hutchpp_trace",

@@ -21,6 +21,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..errors import LandscapeError
 from ..problem import Problem
+from ..progress import Tracker
 from ..results import open_results, read_attrs
 
 KINDS = ("random", "eigen", "interp", "pca", "file")
@@ -150,12 +151,14 @@ def eigen_directions_from_file(path: Path, problem: Problem, count: int) -> list
     return out
 
 
-def eigen_directions_computed(problem: Problem, count: int, seed: int) -> list[Direction]:
+def eigen_directions_computed(
+    problem: Problem, count: int, seed: int, tracker: Tracker | None = None
+) -> list[Direction]:
     """The top eigenvectors by Lanczos (tolerance 1e-4), computed here."""
     from ..spectrum import SpectrumOptions, compute_spectrum
 
     options = SpectrumOptions(top_k=count, save_eigenvectors=True, seed=seed)
-    result = compute_spectrum(problem, options)
+    result = compute_spectrum(problem, options, tracker)
     assert result.lanczos is not None and result.lanczos.top.vectors is not None
     vectors = result.lanczos.top.vectors
     if len(vectors) < count:

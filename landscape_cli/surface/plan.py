@@ -11,6 +11,7 @@ import numpy as np
 from ..checkpoint import file_sha256
 from ..errors import LandscapeError
 from ..problem import Problem
+from ..progress import Tracker
 from ..results import open_results
 from .directions import (
     Direction,
@@ -48,7 +49,14 @@ def check_norm_applies(spec: DirectionSpec, norm: str | None) -> None:
 
 
 def plan_directions(
-    spec: DirectionSpec, problem: Problem, dims: int, seed: int, norm: str, ignore: str, centre: str
+    spec: DirectionSpec,
+    problem: Problem,
+    dims: int,
+    seed: int,
+    norm: str,
+    ignore: str,
+    centre: str,
+    tracker: Tracker | None = None,
 ) -> DirectionPlan:
     """Build the directions of `spec` for `problem` (the centre), with their default grid."""
     check_norm_applies(spec, norm)
@@ -59,7 +67,7 @@ def plan_directions(
         if spec.paths:
             directions = eigen_directions_from_file(spec.paths[0], problem, dims)
         else:
-            directions = eigen_directions_computed(problem, dims, seed)
+            directions = eigen_directions_computed(problem, dims, seed, tracker)
         _renormalize(directions, problem, norm, ignore)
         return DirectionPlan(directions, unit, unit)
     if spec.kind == "interp":

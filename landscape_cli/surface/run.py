@@ -115,6 +115,10 @@ def compute_surface(
     header, journal_path = partial_paths(out)
     primary_name, primary = next(iter(problems.items()))
     config = sweep_config(ckpt, problems, options, spec)
+    if out.exists() and not overwrite:
+        raise LandscapeError(f"{out} exists; pass --overwrite to replace it")
+    if header.exists() and not (resume or overwrite):
+        raise LandscapeError(f"a stopped sweep left {header}; pass --resume to continue it, or --overwrite")
     if resume:
         if not header.exists():
             raise LandscapeError(f"nothing to resume: no partial sweep {header}")
@@ -128,7 +132,7 @@ def compute_surface(
     else:
         norm = options.norm or spec.default_norm()
         centre = ckpt.path.name if ckpt.path else "centre"
-        plan = plan_directions(spec, primary, options.dims, options.seed, norm, options.ignore, centre)
+        plan = plan_directions(spec, primary, options.dims, options.seed, norm, options.ignore, centre, tracker)
         check_directions(plan.directions)
         directions = plan.directions
         grid = Grid(x_axis or plan.default_x, (y_axis or plan.default_y) if options.dims == 2 else None)
