@@ -63,7 +63,10 @@ class DirectionSpec:
             return cls(kind, (Path(arg),) if arg else ())
         if not arg:
             raise LandscapeError(f"--dirs {kind} needs an argument, e.g. {kind}:{_EXAMPLES[kind]}")
-        paths = tuple(Path(p) for p in arg.split(",")) if kind == "interp" else (Path(arg),)
+        parts = arg.split(",") if kind == "interp" else [arg]
+        if any(not part.strip() for part in parts):
+            raise LandscapeError(f"--dirs {text}: an empty file name")
+        paths = tuple(Path(part) for part in parts)
         if len(paths) > 2:
             raise LandscapeError("--dirs interp takes one checkpoint (a line) or two (a plane)")
         return cls(kind, paths)
@@ -220,9 +223,12 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return [*steps, final]
 
 
-def pca_directions(problem: Problem, run_dir: Path, count: int) -> tuple[list[Direction], Trajectory]:
+def pca_directions(
+    problem: Problem, run_dir: Path, count: int, norm: str = "none", ignore: str = "biasbn"
+) -> tuple[list[Direction], Trajectory]:
     """Principal directions of (w_i - w_final) over a run's checkpoints (uncentred: the plane passes
-    through the final weights, which is where the surface is drawn) and the path projected on them."""
+    through the final weights, which is where the surface is drawn), optionally rescaled by `norm`,
+    and the path's coordinates in those directions (least squares, so right after rescaling too)."""
     paths = run_checkpoints(run_dir)
     if len(paths) < count + 1:
         raise LandscapeError(
@@ -243,25 +249,18 @@ def pca_directions(problem: Problem, run_dir: Path, count: int) -> tuple[list[Di
         raise LandscapeError(f"pca: the checkpoints of {run_dir} span fewer than {count} direction(s)")
     ratio = (energy / energy.sum()).tolist()
     directions = []
-    centre = problem.w.double()
-    coords = []
     for k in range(count):
-        d = vh[k]
-        if float((weights[0] - final) @ d) > 0:  # the run starts on the negative side
-            d = -d
-        directions.append(
-            Direction(
-                d.to(problem.dtype),
-                {
-                    "kind": "pca",
-                    "norm": "none",
-                    "explained_variance_ratio": ratio[k],
-                    "index": k,
-                    "source": str(run_dir),
-                },
-            )
-        )
-        coords.append(np.array([float((w - centre) @ d) for w in weights]))
+        d = vh[k] if float((weights[0] - final) @ vh[k]) <= 0 else -vh[k]  # the run starts on the negative side
+        vector = d.to(problem.dtype)
+        if norm != "none":
+            normalize(problem.layout.unflatten(vector), problem.layout.unflatten(problem.w), norm, ignore)
+        attrs = {"kind": "pca", "norm": norm, "explained_variance_ratio": ratio[k], "index": k, "source": str(run_dir)}
+        if norm != "none":
+            attrs["ignore"] = ignore
+        directions.append(Direction(vector, attrs))
+    basis = torch.stack([d.vector.double() for d in directions])  # (count, n)
+    offsets = torch.stack([w - problem.w.double() for w in weights])  # (checkpoints, n)
+    coords = torch.linalg.solve(basis @ basis.T, basis @ offsets.T).cpu().numpy()  # (count, checkpoints)
     trajectory = Trajectory(
         x=coords[0],
         y=coords[1] if count > 1 else np.zeros(len(weights)),
@@ -271,8 +270,11 @@ def pca_directions(problem: Problem, run_dir: Path, count: int) -> tuple[list[Di
     return directions, trajectory
 
 
-def file_directions(path: Path, problem: Problem, count: int) -> list[Direction]:
-    """The directions of an earlier surface file, checked against this model's parameter layout."""
+def file_directions(path: Path, problem: Problem, count: int, as_stored: bool = False) -> list[Direction]:
+    """The directions of an earlier surface file, checked against this model's parameter layout.
+
+    `as_stored`: keep their attributes as written (a resumed sweep reports what it started with)
+    instead of naming `path` as their source."""
     with open_results(path) as f:
         if "directions" not in f:
             raise LandscapeError(f"{path} holds no directions (not a surface file written by landscape surface)")
@@ -292,7 +294,9 @@ def file_directions(path: Path, problem: Problem, count: int) -> list[Direction]
                         raise LandscapeError(f"{path}: buffer '{name}' does not fit this model")
                     buffers[name] = torch.as_tensor(g["buffers"][name][()]).to(problem.device, problem.dtype)
             attrs = read_attrs(g)
-            attrs["source"] = str(path)
+            attrs.pop("l2_norm", None)
+            if not as_stored:
+                attrs["source"] = str(path)
             out.append(Direction(vector, attrs, buffers))
     return out
 

@@ -78,8 +78,7 @@ def plan_directions(
         anchors = [(centre, 0.0, 0.0)] + [(p.name, float(i == 0), float(i == 1)) for i, p in enumerate(spec.paths)]
         return DirectionPlan(interp_directions(problem, spec.paths), span, span, anchors=anchors)
     if spec.kind == "pca":
-        directions, trajectory = pca_directions(problem, spec.paths[0], dims)
-        _renormalize(directions, problem, norm, ignore)
+        directions, trajectory = pca_directions(problem, spec.paths[0], dims, norm, ignore)
         return DirectionPlan(
             directions, _around(trajectory.x), _around(trajectory.y) if dims == 2 else _around(trajectory.x), trajectory
         )
@@ -124,6 +123,9 @@ def source_fingerprint(spec: DirectionSpec) -> list[str]:
     for path in spec.paths:
         if not path.exists():
             raise LandscapeError(f"file not found: {path}")
+        if path.is_dir() and spec.kind != "pca":
+            what = {"interp": "a checkpoint", "eigen": "a spectrum file"}.get(spec.kind, "a surface file")
+            raise LandscapeError(f"--dirs {spec.kind}: {path} is a directory, not {what}")
         if path.is_dir():
             sha = hashlib.sha256()
             for ckpt in run_checkpoints(path):

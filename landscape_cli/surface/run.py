@@ -127,7 +127,7 @@ def compute_surface(
             raise LandscapeError(
                 "cannot resume: the partial sweep was made with another config (" + "; ".join(differences[:3]) + ")"
             )
-        directions = file_directions(header, primary, options.dims)
+        directions = file_directions(header, primary, options.dims, as_stored=True)
         grid = _grid_of(header)
     else:
         norm = options.norm or spec.default_norm()
