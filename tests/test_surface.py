@@ -319,3 +319,61 @@ def test_compute_surface_returns_what_it_wrote(tmp_path):
     assert result.summary["center_loss"] == pytest.approx(problem.evaluate()["loss"], rel=1e-6)
     assert result.arrays["train_loss"][2, 1] == pytest.approx(problem.evaluate()["loss"], rel=1e-6)
     assert result.stats.computed == 15 and result.nonfinite == 0
+
+
+# -- the cached first layer ---------------------------------------------------------------------------
+class _Scaled(torch.nn.Module):
+    """A first layer that does not read the data itself (the input is doubled first): never cached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(2 * x)
+
+
+def _live_problem(model: torch.nn.Module, batch_size: int = 70):
+    from landscape_cli.problem import Problem
+    from landscape_cli.zoo.data import Dataset
+
+    generator = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(200, 64, generator=generator), torch.randint(0, 10, (200,), generator=generator))
+    return Problem(model, data, "cross_entropy", batch_size=batch_size, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "model, cached",
+    [
+        (torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(inplace=True), torch.nn.Linear(16, 10)), True),
+        (_Scaled(), False),
+    ],
+)
+def test_first_layer_cache_matches_the_plain_forward(model, cached: bool) -> None:
+    """The cache is used only where the first layer reads the data; where it is, every point of a sweep
+    (several chunks, an in-place ReLU after it that must not corrupt the cache) equals the plain forward."""
+    torch.manual_seed(1)
+    problem = _live_problem(model)
+    directions = random_directions(problem, 2, 0, "filter", "none")
+    coefficients = np.array([[0.0, 0.0], [0.7, -0.2], [-1.0, 1.0], [0.7, -0.2], [0.0, 0.0]])
+    fast = PointEvaluator(problem, directions)
+    plain = PointEvaluator(problem, directions, cache_first_layer=False)
+    got, want = fast.evaluate_loop(coefficients), plain.evaluate_loop(coefficients)
+    assert (fast.first_layer is not None) == cached
+    assert plain.first_layer is None
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(got[0], got[4])  # the cache came back unchanged after the in-place ReLU
+    assert got[0, 0] == pytest.approx(problem.evaluate()["loss"], rel=1e-12)
+
+
+def test_first_layer_cache_on_the_samples() -> None:
+    """Linear (MLP) and Conv2d (CNN, ResNet stem) first layers are cached and agree with the plain loop."""
+    for name, kind in (("mlp_digits", "Linear"), ("cnn_digits", "Conv2d"), ("resnet_digits", "Conv2d")):
+        problem = problem_from_checkpoint(load_checkpoint(SAMPLE_DIR / f"{name}.pt"), device="cpu", samples=150)
+        directions = random_directions(problem, 2, 0, "filter", "biasbn")
+        coefficients = np.array([[0.3, -0.8], [1.0, 0.5]])
+        fast = PointEvaluator(problem, directions)
+        values = fast.evaluate_loop(coefficients)
+        assert type(fast.first_layer.module).__name__ == kind
+        plain = PointEvaluator(problem, directions, cache_first_layer=False).evaluate_loop(coefficients)
+        np.testing.assert_allclose(values[:, 0], plain[:, 0], rtol=1e-5)

@@ -590,6 +590,9 @@ def references(tmp_path_factory, cli):
 
 @pytest.mark.parametrize("per_pass", [1, 4])
 def test_interrupted_sweep_resumes_to_the_same_bits(cli, tmp_path, monkeypatch, references, per_pass):
+    from landscape_cli.surface.sweep import LOOP_BLOCK
+
+    block = per_pass if per_pass > 1 else LOOP_BLOCK  # points journaled together
     counter = Counter(monkeypatch)
     out = tmp_path / "s.h5"
     header, journal = partials(out)
@@ -598,13 +601,13 @@ def test_interrupted_sweep_resumes_to_the_same_bits(cli, tmp_path, monkeypatch, 
     assert result.code == 130, result.err
     assert "--resume" in result.err and "Traceback" not in result.err
     assert header.exists() and journal.exists() and not out.exists()
-    assert counter.points == 3 * per_pass
-    assert journal.stat().st_size == (1 + 3 * per_pass) * 24  # index + loss + accuracy, 8 bytes each
+    assert counter.points == 3 * block
+    assert journal.stat().st_size == (1 + 3 * block) * 24  # index + loss + accuracy, 8 bytes each
 
     payload = surface(cli, *GRID_5X7, "--points-per-pass", "9", "--out", out, "--resume")  # the recorded method wins
     assert counter.points == GRID_SIZE  # nothing computed twice
-    assert payload["evaluation"]["resumed"] == 3 * per_pass
-    assert payload["evaluation"]["computed"] == GRID_SIZE - 3 * per_pass
+    assert payload["evaluation"]["resumed"] == 3 * block
+    assert payload["evaluation"]["computed"] == GRID_SIZE - 3 * block
     assert payload["evaluation"]["points_per_pass"] == per_pass
     assert listing(tmp_path) == {"s.h5"}
     f, ref = read(out), references[per_pass]
@@ -650,16 +653,18 @@ def test_torn_last_record_is_dropped(cli, tmp_path, monkeypatch, references):
     counter = Counter(monkeypatch)
     out = tmp_path / "s.h5"
     _, journal = partials(out)
-    counter.interrupt_at(5)
+    from landscape_cli.surface.sweep import LOOP_BLOCK
+
+    counter.interrupt_at(3)  # the method record and two blocks
     assert cli("surface", *GRID_5X7, "--points-per-pass", "1", "--out", out, "--quiet").code == 130
     with open(journal, "ab") as fh:
         fh.write(b"\x07" * 13)  # half a record: what a kill during a write could leave
     # resume, get interrupted again: the torn bytes must be cut off before new records follow them
-    counter.interrupt_at(3)
+    counter.interrupt_at(2)  # two more blocks
     assert cli("surface", *GRID_5X7, "--out", out, "--resume", "--quiet").code == 130
-    assert journal.stat().st_size == (1 + 4 + 3) * 24
+    assert journal.stat().st_size == (1 + 4 * LOOP_BLOCK) * 24
     payload = surface(cli, *GRID_5X7, "--out", out, "--resume")
-    assert payload["evaluation"]["resumed"] == 7
+    assert payload["evaluation"]["resumed"] == 4 * LOOP_BLOCK
     assert counter.points == GRID_SIZE
     f, ref = read(out), references[1]
     np.testing.assert_array_equal(f.train_loss, ref.train_loss)

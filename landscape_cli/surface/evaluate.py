@@ -19,10 +19,13 @@ from torch.func import functional_call, vmap
 
 from ..problem import Problem, loss_and_correct_sums
 from .directions import Direction
+from .first_layer import FirstLayerCache
 
 #: Upper limit on points per batched pass: beyond this, bigger blocks gain nothing measurable and
 #: progress and the resume journal would advance in coarse steps.
 MAX_POINTS_PER_PASS = 64
+#: Model outputs held back to compute the losses of several points together.
+HELD_OUTPUT_BYTES = 64 << 20
 #: Default memory for one batched pass: a fraction of free GPU memory, a fixed amount on CPU.
 CPU_BUDGET_BYTES = 1 << 30
 CUDA_BUDGET_FRACTION = 0.5
@@ -31,8 +34,10 @@ CUDA_BUDGET_FRACTION = 0.5
 class PointEvaluator:
     """Evaluates one Problem (one data split) along fixed directions."""
 
-    def __init__(self, problem: Problem, directions: list[Direction]) -> None:
+    def __init__(self, problem: Problem, directions: list[Direction], cache_first_layer: bool = True) -> None:
         self.problem = problem
+        self.cache_first_layer = cache_first_layer
+        self.first_layer: FirstLayerCache | None = None
         p = problem
         self.directions = torch.stack([d.vector.to(p.device, p.dtype) for d in directions])
         # Buffers that move with the point (interpolation of BatchNorm statistics): base + coeffs @ deltas.
@@ -78,34 +83,56 @@ class PointEvaluator:
             flat = torch.empty(p.n_params, device=p.device, dtype=p.dtype)
             for name, view in p.layout.unflatten(flat).items():
                 model.get_parameter(name).data = view
+            if self.cache_first_layer:
+                self.first_layer = FirstLayerCache.install(model, p, self.directions, memory_budget(p.device))
             self._inplace = model, flat
         return self._inplace
 
     @torch.no_grad()
     def evaluate_loop(self, coefficients: np.ndarray) -> np.ndarray:
-        """(P, len(metrics)) values, one full pass over the data per point."""
+        """(P, len(metrics)) values, one full pass over the data per point.
+
+        The outputs of a few points are kept and their losses computed together: the loss's small
+        kernels cost a third of the digits MLP's forward pass when run point by point."""
         p = self.problem
         model, flat = self._inplace_model()
         coeffs = self._coeffs(coefficients)
         thetas = self.thetas(coeffs)
         moving = {name: model.get_buffer(name) for name in self.buffer_deltas}
         buffers = self.buffers_at(coeffs) if moving else {}
-        out = np.empty((len(coeffs), len(self.metrics)))
+        loss_sums = torch.zeros(len(coeffs), dtype=torch.float64, device=p.device)
+        correct = torch.zeros(len(coeffs), dtype=torch.long, device=p.device)
+        held: list[list[torch.Tensor]] = [[] for _ in p.chunks]  # outputs of points start..i, per chunk
+        held_bytes, start = 0, 0
         for i in range(len(coeffs)):
             flat.copy_(thetas[i])
+            if self.first_layer is not None:
+                self.first_layer.coefficients = [float(c) for c in coefficients[i]]
             for name, buffer in moving.items():
                 buffer.copy_(buffers[name][i])
-            loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
-            correct = torch.zeros((), dtype=torch.long, device=p.device)
             for index, chunk in enumerate(p.chunks):
+                if self.first_layer is not None:
+                    self.first_layer.chunk = index
                 with p.chunk_context(index):
-                    chunk_loss, chunk_correct = loss_and_correct_sums(model(p.x[chunk]), p.y[chunk], p.loss_name)
-                loss_sum += chunk_loss
-                if chunk_correct is not None:
-                    correct += chunk_correct
-            out[i, 0] = float(loss_sum) / p.n_samples
-            if p.is_classification:
-                out[i, 1] = 100.0 * int(correct) / p.n_samples
+                    output = model(p.x[chunk])
+                held[index].append(output)
+                held_bytes += output.numel() * output.element_size()
+            if held_bytes > HELD_OUTPUT_BYTES or i == len(coeffs) - 1:
+                for index, chunk in enumerate(p.chunks):
+                    chunk_loss, chunk_correct = loss_and_correct_sums(torch.stack(held[index]), p.y[chunk], p.loss_name)
+                    loss_sums[start : i + 1] += chunk_loss
+                    if chunk_correct is not None:
+                        correct[start : i + 1] += chunk_correct
+                    held[index].clear()
+                held_bytes, start = 0, i + 1
+        return self._values(loss_sums, correct)
+
+    def _values(self, loss_sums: torch.Tensor, correct: torch.Tensor) -> np.ndarray:
+        p = self.problem
+        out = np.empty((len(loss_sums), len(self.metrics)))
+        out[:, 0] = (loss_sums / p.n_samples).cpu().numpy()
+        if p.is_classification:
+            out[:, 1] = (100.0 * correct.double() / p.n_samples).cpu().numpy()
         return out
 
     # -- many points per pass -----------------------------------------------------------------------
@@ -135,11 +162,7 @@ class PointEvaluator:
             loss_sums += chunk_loss
             if chunk_correct is not None:
                 correct += chunk_correct
-        out = np.empty((size, len(self.metrics)))
-        out[:, 0] = (loss_sums / p.n_samples).cpu().numpy()
-        if p.is_classification:
-            out[:, 1] = (100.0 * correct.double() / p.n_samples).cpu().numpy()
-        return out
+        return self._values(loss_sums, correct)
 
     def bytes_per_point(self) -> int:
         """Memory one point adds to a batched pass: its parameters and the activations of one chunk

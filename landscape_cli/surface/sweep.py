@@ -19,6 +19,8 @@ from .evaluate import PointEvaluator, points_per_pass_limit, timed
 from .grid import Grid
 from .store import Journal
 
+#: Points evaluated (one pass each) and journaled together by the plain loop.
+LOOP_BLOCK = 8
 #: Points timed with one pass each when choosing the method (after one warm-up point).
 LOOP_TIMING_POINTS = 6
 
@@ -81,10 +83,11 @@ class Sweep:
             if not batched_ok and points_per_pass > 1:
                 stats.fallback_reason = "train mode with dropout is evaluated one point per pass"
             self.journal.record_method(stats.points_per_pass)
-        block = stats.points_per_pass
+        batched = stats.points_per_pass > 1
+        block = stats.points_per_pass if batched else LOOP_BLOCK
         for start in range(0, len(todo), block):
             indices = todo[start : start + block]
-            self._record(indices, self.evaluate(indices, batched=block > 1))
+            self._record(indices, self.evaluate(indices, batched=batched))
         stats.resumed = resumed
         stats.computed = len(self.done) - resumed
         stats.seconds = time.perf_counter() - started
