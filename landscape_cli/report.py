@@ -6,9 +6,12 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .eos.measure import EosResult
+from .eos.run import RunEdges
 from .spectrum import SpectrumResult
 from .surface import SurfaceResult
 
@@ -168,3 +171,56 @@ def print_surface(result: SurfaceResult, title: str, console: Console | None = N
         )
     console.print(table)
     console.print(f"results: {result.path}")
+
+
+def print_eos(result: EosResult, title: str, output: str, console: Console | None = None) -> None:
+    console = console or Console()
+    p, s = result.problem, result.setting
+    console.print(
+        f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
+        f"({p['mode']} mode, {p['dtype']}, {p['device']}); loss {result.loss:.6g}, gradient norm {result.grad_norm:.4g}"
+    )
+    keys = ["lr", "beta1"] if s["base"] == "adam" else ["lr", "momentum"]
+    keys += ["rho"] if s["opt"] in ("sam", "usam", "ssam", "msam") and s.get("rho") is not None else []
+    hp = ", ".join(f"{k} {s[k]:g}" for k in keys)
+    console.print(f"optimizer: {s['opt']} over {s['base']} ({hp}); edge: {s['formula']}")
+    table = Table(title=f"Edge of stability ({result.hvps} HVPs)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    what = "preconditioned sharpness" if result.preconditioned else "sharpness (top eigenvalue)"
+    table.add_row(what, f"{result.sharpness:.6g} ± {result.error_bound:.2g}")
+    table.add_row(f"edge ({s['rule']})", _num(result.edge))
+    if result.micro_grad_norms:
+        table.add_row("micro-batch gradient norms", ", ".join(_num(v, 4) for v in result.micro_grad_norms))
+    table.add_row("sharpness / edge", _num(result.ratio, 4))
+    colour = {"below": "green", "at": "yellow", "above": "red"}[result.verdict]
+    table.add_row(f"verdict (band ±{result.band:g})", f"[{colour}]{result.verdict}[/{colour}]")
+    console.print(table)
+    console.print(f"results: {output}")
+
+
+def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: str) -> None:
+    console = Console()
+    s = summary["setting"]
+    console.print(f"[bold]{title}[/bold]: {s['opt']} over {s['base']}; edge: {s['formula']}")
+    table = Table(
+        title=f"Sharpness against the edge ({summary['tracked_steps']} tracked steps from step {summary['after_step']})"
+    )
+    for col in ("step", "lr", "sharpness", "edge", "ratio"):
+        table.add_column(col, justify="right")
+    shown = np.unique(np.linspace(0, len(edges.step) - 1, min(12, len(edges.step))).astype(int))
+    for i in shown:
+        table.add_row(
+            str(int(edges.step[i])),
+            _num(float(edges.lr[i]), 4),
+            _num(float(edges.sharpness[i]), 5),
+            _num(float(edges.edge[i]), 5),
+            _num(float(edges.ratio[i]), 4),
+        )
+    console.print(table)
+    first = summary["first_step_at_edge"]
+    console.print(
+        f"at the edge (±{summary['band']:g}) at {100 * summary['fraction_at_edge']:.0f}% of tracked steps; "
+        + (f"sharpening first reached it at step {first}" if first is not None else "it never reached the edge")
+    )
+    console.print(f"results: {output}")

@@ -14,6 +14,7 @@ from .._version import __version__
 from ..errors import LandscapeError
 from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
+from .eos import eos_command
 from .info import info_command
 from .plot import plot_command
 from .spectrum import spectrum_command
@@ -33,6 +34,7 @@ app.command("spectrum")(spectrum_command)
 app.command("surface")(surface_command)
 app.command("info")(info_command)
 app.command("train")(train_command)
+app.command("eos")(eos_command)
 app.command("plot")(plot_command)
 
 

@@ -33,6 +33,7 @@ from ..plotting import (
     write_vtp,
 )
 from ..plotting.surface import check_positive
+from ..plotting.trainlog import edge_references
 from ..report import print_json
 from . import common as c
 
@@ -274,7 +275,8 @@ def _curves_drawer(
 
 
 def _train_drawer(log_data: TrainLogData, log: bool, fmt: str, dpi: int) -> Callable[[Path], None]:
-    return lambda tmp: save_figure(train_figure(log_data, log_scale=log), tmp, fmt, dpi)
+    references = edge_references(log_data)
+    return lambda tmp: save_figure(train_figure(log_data, log_scale=log, references=references), tmp, fmt, dpi)
 
 
 def _vtp_drawer(surf: Surface, dataset: str, log: bool) -> Callable[[Path], object]:

@@ -174,3 +174,24 @@ def _title(log: TrainLogData) -> str:
     if isinstance(model, dict) and model.get("name"):
         details.append(str(model["name"]))
     return words[0] + (": " + ", ".join(details) if details else "")
+
+
+def edge_references(log: TrainLogData) -> list[ReferenceCurve]:
+    """The edge of stability of the run's optimizer on the sharpness panel, in the manner of Cohen et
+    al.'s Figure 1: a line where it is constant (2/lr for GD), a curve where it moves (SAM's edge with
+    the logged gradient norm, any edge under a schedule). None when no formula applies."""
+    from ..eos.run import run_edges
+
+    if not log.rows("sharpness"):
+        return []
+    try:
+        edges = run_edges(log.path, {})
+    except LandscapeError:
+        return []
+    rule = edges.setting.rule()
+    label = {"gd": "2 / lr", "ssam": "SSAM edge (2 / lr)", "sam": "SAM edge", "usam": "USAM edge"}.get(
+        rule, f"{rule} edge"
+    )
+    if np.allclose(edges.edge, edges.edge[0], rtol=1e-12):
+        return [ReferenceCurve(label, float(edges.edge[0]), style={"color": "black", "ls": "--"})]
+    return [ReferenceCurve(label, edges.edge, edges.step, style={"color": "black", "ls": "--"})]

@@ -34,11 +34,12 @@ from .optimizers import make_optimizer
 LOG_NAME = "train.h5"
 
 
-def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    if config.schedule == "cosine":
+def lr_factor(schedule: str, total_steps: int, step_size: int, gamma: float) -> Callable[[int], float]:
+    """The schedule's multiplier of the base learning rate at a step."""
+    if schedule == "cosine":
         return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    if config.schedule == "step":
-        return lambda step: config.lr_gamma ** (step // config.lr_step_size)
+    if schedule == "step":
+        return lambda step: gamma ** (step // step_size)
     return lambda step: 1.0
 
 
@@ -82,7 +83,8 @@ class Run:
         self.eval_every = config.eval_every or self.steps_per_epoch
         self.save_every = config.save_every or (config.save_every_epochs or 0) * self.steps_per_epoch
         self.optimizer = make_optimizer(config, self.model)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, _lr_factor(config, self.total_steps))
+        factor = lr_factor(config.schedule, self.total_steps, config.lr_step_size, config.lr_gamma)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, factor)
         self.step = 0
         self._order, self._order_epoch = torch.empty(0, dtype=torch.long), -1  # the current epoch's data order
         self.metrics: dict[str, float] = {}

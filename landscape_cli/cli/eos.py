@@ -1,0 +1,165 @@
+"""`landscape eos`: where a checkpoint, or every tracked step of a run, sits relative to the edge of
+stability of its own optimizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..atomic import atomic_path, refuse_existing
+from ..eos.measure import measure_checkpoint
+from ..eos.run import run_edges, summarize_run
+from ..eos.setting import OptimizerSetting
+from ..eos.store import write_eos_checkpoint, write_eos_run
+from ..errors import LandscapeError
+from ..progress import progress_bar
+from ..report import print_eos, print_eos_run, print_json
+from ..results import provenance
+from ..session import problem_from_checkpoint
+from . import common as c
+
+OPT = "Optimizer (overrides what the checkpoint or run records)"
+EDGE = "Edge"
+
+
+def eos_command(
+    target: Annotated[Path, typer.Argument(help="A checkpoint (.pt), or a run directory (or its train.h5).")],
+    opt: Annotated[str | None, typer.Option("--opt", help="sgd, sam, usam, ssam or msam.", rich_help_panel=OPT)] = None,
+    base: Annotated[str | None, typer.Option("--base", help="sgd or adam.", rich_help_panel=OPT)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPT)] = None,
+    momentum: Annotated[
+        float | None, typer.Option("--momentum", help="Heavy-ball momentum.", rich_help_panel=OPT)
+    ] = None,
+    nesterov: Annotated[
+        bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.", rich_help_panel=OPT)
+    ] = None,
+    rho: Annotated[float | None, typer.Option("--rho", help="SAM radius.", rich_help_panel=OPT)] = None,
+    beta1: Annotated[float | None, typer.Option("--beta1", help="Adam's beta1.", rich_help_panel=OPT)] = None,
+    micro_batches: Annotated[
+        int | None, typer.Option("--micro-batches", help="mSAM's micro-batches.", rich_help_panel=OPT)
+    ] = None,
+    band: Annotated[
+        float,
+        typer.Option("--band", help="'at the edge' means within this relative distance of it.", rich_help_panel=EDGE),
+    ] = 0.1,
+    fail_above: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-above",
+            help="Exit 1 when sharpness / edge exceeds R (for a run: at its last tracked step).",
+            rich_help_panel=EDGE,
+        ),
+    ] = None,
+    after: Annotated[
+        int, typer.Option("--after", help="Runs: count the fraction at the edge from this step.", rich_help_panel=EDGE)
+    ] = 0,
+    tol: Annotated[float, typer.Option("--tol", help="Lanczos tolerance (relative).", rich_help_panel=EDGE)] = 1e-4,
+    max_iter: Annotated[
+        int, typer.Option("--max-iter", help="Lanczos iterations at most.", rich_help_panel=EDGE)
+    ] = 200,
+    model: c.ModelOpt = None,
+    model_arg: c.ModelArgOpt = None,
+    data: c.DataOpt = None,
+    data_arg: c.DataArgOpt = None,
+    split: c.SplitOpt = None,
+    loss: c.LossOpt = None,
+    samples: c.SamplesOpt = None,
+    train_mode: c.TrainModeOpt = False,
+    batch_size: c.BatchSizeOpt = 2048,
+    hvp: c.HvpOpt = "auto",
+    device: c.DeviceOpt = "auto",
+    dtype: c.DtypeOpt = "float32",
+    seed: c.SeedOpt = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="HDF5 output. Default: <name>.eos.h5 in the current directory.",
+            rich_help_panel=c.OUTPUT_PANEL,
+        ),
+    ] = None,
+    overwrite: c.OverwriteOpt = False,
+    json_out: c.JsonOpt = False,
+    quiet: c.QuietOpt = False,
+) -> None:
+    """Sharpness against the edge of stability of the checkpoint's (or run's) own optimizer: 2/lr for GD,
+    (2+2b)/lr with momentum, Nesterov's, 38/lr for Adam's preconditioned sharpness, SAM's edge that moves
+    with the gradient norm, USAM's, SSAM's (2/lr) and mSAM's. Exit 1 with --fail-above when above it.
+    """
+    if not band > 0:
+        raise LandscapeError(f"--band must be positive, got {band}")
+    if fail_above is not None and not fail_above > 0:
+        raise LandscapeError(f"--fail-above must be positive, got {fail_above}")
+    overrides = {
+        "opt": opt,
+        "base": base,
+        "lr": lr,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "rho": rho,
+        "beta1": beta1,
+        "micro_batches": micro_batches,
+    }
+    is_run = target.is_dir() or target.name == "train.h5"
+    name = (target.resolve().name if target.is_dir() else target.stem) or "run"
+    path = out if out is not None else Path(f"{name}.eos.h5")
+    refuse_existing([path], overwrite)
+    if is_run:
+        edges = run_edges(target, overrides)
+        summary = summarize_run(edges, band, after)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            write_eos_run(tmp, edges, summary, c.command_line())
+        ratio = summary["final"]["ratio"]
+        if json_out:
+            print_json({**summary, "output": str(path)})
+        else:
+            print_eos_run(edges, summary, target.name, str(path))
+    else:
+        ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed)
+        record = ckpt.optimizer or {}
+        setting = OptimizerSetting.from_record(
+            record.get("name"), dict(record.get("hparams") or {}), _current_lr(record)
+        ).override(**overrides)
+        setting.rule()  # an optimizer without a formula fails before the model is loaded
+        problem = problem_from_checkpoint(
+            ckpt,
+            split=split,
+            samples=samples,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            train_mode=train_mode,
+            hvp=hvp,
+            seed=seed,
+        )
+        with progress_bar(quiet) as tracker:
+            result = measure_checkpoint(
+                problem,
+                setting,
+                band=band,
+                tol=tol,
+                max_iter=max_iter,
+                seed=seed,
+                optimizer_state=record.get("state"),
+                tracker=tracker,
+            )
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            write_eos_checkpoint(tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
+        ratio = result.ratio
+        if json_out:
+            print_json({**result.__dict__, "output": str(path)})
+        else:
+            print_eos(result, target.name, str(path))
+    if fail_above is not None and ratio > fail_above:
+        typer.echo(f"sharpness / edge = {ratio:.4g} exceeds --fail-above {fail_above:g}", err=True)
+        raise typer.Exit(1)
+
+
+def _current_lr(record: dict[str, Any]) -> float | None:
+    """The learning rate the schedule had reached when the checkpoint was saved."""
+    try:
+        return float(record["state"]["base"]["param_groups"][0]["lr"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None

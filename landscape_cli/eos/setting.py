@@ -1,0 +1,116 @@
+"""Which edge applies: the optimizer and its hyper-parameters, read from a checkpoint or a run's config
+and overridable, mapped to the closed-form threshold that governs it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import LandscapeError
+from . import thresholds as t
+
+#: The edge each optimizer trains at, and the formula as printed in reports.
+FORMULAS = {
+    "gd": "2 / lr",
+    "heavy-ball": "(2 + 2 momentum) / lr",
+    "nesterov": "(2 + 2 momentum) / (lr (1 + 2 momentum))",
+    "adam": "(2 + 2 beta1) / (lr (1 - beta1)), for the preconditioned sharpness",
+    "sam": "(|g| / 2 rho) (sqrt(1 + 4 (2 + 2 momentum) rho / (lr |g|)) - 1)",
+    "usam": "(sqrt(1 + 4 (2 + 2 momentum) rho / lr) - 1) / (2 rho)",
+    "ssam": "(2 + 2 momentum) / lr",
+    "msam": "the SAM edge at the harmonic mean of the micro-batch gradient norms",
+}
+
+
+@dataclass
+class OptimizerSetting:
+    """An optimizer as far as its edge of stability is concerned."""
+
+    opt: str = "sgd"  # sgd, sam, ssam, usam, msam (asam and eigensam have no edge formula)
+    base: str = "sgd"  # sgd or adam
+    lr: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    rho: float | None = None
+    micro_batches: int = 1
+
+    @classmethod
+    def from_record(cls, opt: str | None, hparams: dict[str, Any], current_lr: float | None = None) -> OptimizerSetting:
+        """From what `landscape train` records (a checkpoint's optimizer entry or a run's config)."""
+        betas = hparams.get("betas") or (0.9, 0.999)
+        return cls(
+            opt=opt or "sgd",
+            base=str(hparams.get("base", "sgd")),
+            lr=current_lr if current_lr is not None else hparams.get("lr"),
+            momentum=float(hparams.get("momentum") or 0.0),
+            nesterov=bool(hparams.get("nesterov", False)),
+            beta1=float(betas[0]),
+            rho=hparams.get("rho"),
+            micro_batches=int(hparams.get("micro_batches") or 1),
+        )
+
+    def override(self, **values: Any) -> OptimizerSetting:
+        """A copy with the options the user gave (None means: keep the recorded value)."""
+        return OptimizerSetting(**{**asdict(self), **{k: v for k, v in values.items() if v is not None}})
+
+    def rule(self) -> str:
+        """The name of the edge that applies, or a clear refusal."""
+        if self.lr is None:
+            raise LandscapeError("the learning rate is not recorded; pass --lr")
+        if self.base not in ("sgd", "adam"):
+            raise LandscapeError(f"no edge-of-stability formula for base optimizer '{self.base}' (sgd and adam have)")
+        if self.opt == "sgd":
+            if self.base == "adam":
+                return "adam"
+            if self.momentum and self.nesterov:
+                return "nesterov"
+            return "heavy-ball" if self.momentum else "gd"
+        if self.opt not in ("sam", "usam", "ssam", "msam"):
+            raise LandscapeError(
+                f"no edge-of-stability formula for '{self.opt}'; there is one for sgd (with momentum or Nesterov), "
+                "adam, sam, usam, ssam and msam"
+            )
+        if self.base != "sgd" or self.nesterov:
+            over = f"{self.base} with Nesterov" if self.nesterov else self.base
+            raise LandscapeError(f"no edge-of-stability formula for {self.opt} over {over}")
+        if self.rho is None and self.opt != "ssam":
+            raise LandscapeError(f"{self.opt}'s radius is not recorded; pass --rho")
+        return self.opt
+
+    def edge(self, grad_norm: float | None = None, micro_grad_norms: list[float] | None = None) -> float:
+        """The threshold the sharpness is compared with (SAM's moves with the full-batch gradient norm)."""
+        rule = self.rule()
+        lr = float(self.lr)  # type: ignore[arg-type]
+        if rule == "gd":
+            return t.gd_edge(lr)
+        if rule == "heavy-ball":
+            return t.heavy_ball_edge(lr, self.momentum)
+        if rule == "nesterov":
+            return t.nesterov_edge(lr, self.momentum)
+        if rule == "adam":
+            return t.adam_edge(lr, self.beta1)
+        if rule == "ssam":
+            return t.ssam_edge(lr, self.momentum)
+        rho = float(self.rho)  # type: ignore[arg-type]
+        if rule == "usam":
+            return t.usam_edge(lr, rho, self.momentum)
+        if rule == "msam":
+            if not micro_grad_norms:
+                raise LandscapeError("mSAM's edge needs the micro-batch gradient norms")
+            return t.msam_edge(lr, rho, micro_grad_norms, self.momentum)
+        if grad_norm is None:
+            raise LandscapeError("SAM's edge needs the full-batch gradient norm")
+        return t.sam_edge(lr, rho, grad_norm, self.momentum)
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": self.rule(), "formula": FORMULAS[self.rule()]}
+
+
+def verdict(ratio: float, band: float) -> str:
+    """below / at / above the edge, `at` meaning within +-band (relative)."""
+    if ratio > 1 + band:
+        return "above"
+    if ratio < 1 - band:
+        return "below"
+    return "at"
