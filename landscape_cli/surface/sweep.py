@@ -24,7 +24,7 @@ LOOP_BLOCK = 8
 #: Points timed with one pass each when choosing the method (after one warm-up point).
 LOOP_TIMING_POINTS = 6
 #: Points of the batched trial, after a warm-up pass over BATCHED_WARMUP points.
-BATCHED_TRIAL = 16
+BATCHED_TRIAL = 32
 BATCHED_WARMUP = 2
 
 
@@ -100,8 +100,9 @@ class Sweep:
         """Time single passes against a batched pass on the sweep's first points, keeping their values.
 
         The batched trial is small (a 2-point warm-up for vmap's start-up, then BATCHED_TRIAL points),
-        so the method that loses costs little even on a 21x21 grid: a 64-point trial made the CNN's
-        21x21 sweep 35% slower on a CPU, where batched convolutions take twice as long."""
+        so the method that loses costs little even on a 21x21 grid: a 64-point trial and warm-up made
+        the CNN's 21x21 sweep 35% slower on a CPU, where batched convolutions take twice as long; a
+        16-point trial misjudged the MLP, whose batched passes keep gaining up to 64 points."""
         device = self.evaluators[0].problem.device
         limit = points_per_pass_limit(self.evaluators) if batched_ok else 1
         trial = min(limit, BATCHED_TRIAL)
