@@ -363,6 +363,9 @@ def test_first_layer_cache_matches_the_plain_forward(model, cached: bool) -> Non
     assert plain.first_layer is None
     np.testing.assert_allclose(got, want, rtol=1e-12)
     np.testing.assert_array_equal(got[0], got[4])  # the cache came back unchanged after the in-place ReLU
+    batched = fast.evaluate_batched(coefficients)  # vmap serves each point its cached combination
+    assert (fast._batched_model()[1] is not None) == cached
+    np.testing.assert_allclose(batched, want, rtol=1e-10)
     assert got[0, 0] == pytest.approx(problem.evaluate()["loss"], rel=1e-12)
 
 

@@ -50,6 +50,7 @@ class PointEvaluator:
         }
         self.metrics = ("loss", "accuracy") if p.is_classification else ("loss",)
         self._inplace: tuple[nn.Module, torch.Tensor] | None = None
+        self._batched: tuple[nn.Module, FirstLayerCache | None] | None = None
         self.batched_ok = not (
             p.train_mode and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in p.model.modules())
         )
@@ -136,6 +137,19 @@ class PointEvaluator:
         return out
 
     # -- many points per pass -----------------------------------------------------------------------
+    def _batched_model(self) -> tuple[nn.Module, FirstLayerCache | None]:
+        """The model the vmapped pass calls: a private copy serving the cached first layer, if any."""
+        if self._batched is None:
+            p = self.problem
+            model: nn.Module = p.model
+            cache = None
+            if self.cache_first_layer:
+                candidate = copy.deepcopy(p.model)
+                cache = FirstLayerCache.install(candidate, p, self.directions, memory_budget(p.device))
+                model = candidate if cache is not None else p.model
+            self._batched = model, cache
+        return self._batched
+
     @torch.no_grad()
     def evaluate_batched(self, coefficients: np.ndarray) -> np.ndarray:
         """(P, len(metrics)) values; each chunk of data goes through the model once for all P points."""
@@ -148,16 +162,20 @@ class PointEvaluator:
             for i, (name, shape) in enumerate(zip(p.layout.names, p.layout.shapes, strict=True))
         }
         buffers = self.buffers_at(coeffs)
+        model, cache = self._batched_model()
 
-        def forward(point_params: dict, point_buffers: dict, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(p.model, (point_params, point_buffers), (x,))
+        def forward(point_params: dict, point_buffers: dict, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            if cache is not None:
+                cache.serve = first  # this point's first-layer output, computed outside vmap
+            return functional_call(model, (point_params, point_buffers), (x,))
 
-        batched_forward = vmap(forward, in_dims=(0, 0, None), randomness="same")
+        batched_forward = vmap(forward, in_dims=(0, 0, 0, None), randomness="same")
         loss_sums = torch.zeros(size, dtype=torch.float64, device=p.device)
         correct = torch.zeros(size, dtype=torch.long, device=p.device)
         for index, chunk in enumerate(p.chunks):
+            first = cache.block(index, coeffs) if cache is not None else torch.zeros(size, device=p.device)
             with p.chunk_context(index):
-                logits = batched_forward(params, buffers, p.x[chunk])
+                logits = batched_forward(params, buffers, first, p.x[chunk])
                 chunk_loss, chunk_correct = loss_and_correct_sums(logits, p.y[chunk], p.loss_name)
             loss_sums += chunk_loss
             if chunk_correct is not None:

@@ -28,9 +28,18 @@ class FirstLayerCache:
         self.outputs = outputs  # [chunk][0 = at w, 1.. = along each direction]
         self.chunk = 0
         self.coefficients: list[float] = []
+        #: Set inside a vmapped forward: this point's output, sliced by vmap from `block`'s result.
+        self.serve: torch.Tensor | None = None
         module.forward = self._forward  # an instance attribute: nn.Module.__call__ finds it first
 
+    def block(self, chunk: int, coefficients: torch.Tensor) -> torch.Tensor:
+        """The first layer's outputs on `chunk` at P points at once, (P, ...), for a batched pass."""
+        base, *along = self.outputs[chunk]
+        return base + torch.tensordot(coefficients.to(base.dtype), torch.stack(along), dims=1)
+
     def _forward(self, *_args: object, **_kwargs: object) -> torch.Tensor:
+        if self.serve is not None:
+            return self.serve
         base, first, *rest = self.outputs[self.chunk]
         out = torch.add(base, first, alpha=self.coefficients[0])  # a new tensor: the next layer may work in place
         for c, d in zip(self.coefficients[1:], rest, strict=True):
