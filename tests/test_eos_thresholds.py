@@ -139,3 +139,41 @@ def test_adam_edge_is_38_over_lr_for_beta1_09() -> None:
 def test_impossible_hyper_parameters_are_refused(call) -> None:
     with pytest.raises(LandscapeError):
         call()
+
+
+@pytest.mark.parametrize(
+    "setting, rule, edge",
+    [
+        ({"lr": 0.1}, "gd", 20.0),
+        ({"lr": 0.1, "momentum": 0.9}, "heavy-ball", 38.0),
+        ({"lr": 0.1, "momentum": 0.9, "nesterov": True}, "nesterov", nesterov_edge(0.1, 0.9)),
+        ({"lr": 0.001, "base": "adam", "beta1": 0.9}, "adam", 38_000.0),
+        ({"lr": 0.1, "opt": "usam", "rho": 0.05}, "usam", usam_edge(0.1, 0.05)),
+        ({"lr": 0.1, "opt": "ssam", "rho": 0.05, "momentum": 0.5}, "ssam", heavy_ball_edge(0.1, 0.5)),
+        ({"lr": 0.1, "opt": "sam", "rho": 0.05, "momentum": 0.9}, "sam", sam_edge(0.1, 0.05, 0.3, momentum=0.9)),
+    ],
+)
+def test_each_optimizer_gets_its_edge(setting: dict, rule: str, edge: float) -> None:
+    from landscape_cli.eos.setting import OptimizerSetting
+
+    s = OptimizerSetting(**setting)
+    assert s.rule() == rule
+    assert s.edge(grad_norm=0.3) == pytest.approx(edge, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        ({"lr": None}, "--lr"),
+        ({"lr": 0.1, "opt": "sam", "rho": None}, "--rho"),
+        ({"lr": 0.1, "opt": "asam", "rho": 0.5}, "no edge-of-stability formula"),
+        ({"lr": 0.1, "opt": "eigensam", "rho": 0.05}, "no edge-of-stability formula"),
+        ({"lr": 0.1, "base": "adamw"}, "adamw"),
+        ({"lr": 0.1, "opt": "sam", "rho": 0.05, "base": "adam"}, "over adam"),
+    ],
+)
+def test_missing_or_unsupported_settings_are_refused(setting: dict, fragment: str) -> None:
+    from landscape_cli.eos.setting import OptimizerSetting
+
+    with pytest.raises(LandscapeError, match=fragment):
+        OptimizerSetting(**setting).rule()
