@@ -170,10 +170,14 @@ def test_edge_of_stability_reproduced_small(opt: str, tmp_path) -> None:
 
 def test_training_log_figure_draws_the_edge(cli, tmp_path) -> None:
     """Cohen et al.'s Figure 1: a constant edge as a line at 2/lr; SAM's moving edge as a curve through
-    the tracked steps, equal to the formula at the logged gradient norms."""
+    the tracked steps, equal to the formula at the logged gradient norms; no line far off the scale."""
     from landscape_cli.plotting.trainlog import edge_references, read_train_log, train_figure
 
-    for opt, lr in (("sgd", 0.3), ("sam", 0.2)):
+    far = tmp_path / "far"  # the edge 2/0.01 = 200, far above the sharpness: not drawn
+    args = [*TINY_RUN, "--lr", "0.01", "--steps", "2", "--track-sharpness-every", "1"]
+    assert cli("train", *args, "--out", far).code == 0
+    assert edge_references(read_train_log(far / "train.h5")) == []
+    for opt, lr in (("sgd", 1.0), ("sam", 1.0)):
         run = tmp_path / opt
         args = [
             *TINY_RUN,

@@ -176,10 +176,15 @@ def _title(log: TrainLogData) -> str:
     return words[0] + (": " + ", ".join(details) if details else "")
 
 
+#: The edge is drawn when it lies within this factor of the largest tracked sharpness.
+EDGE_OFF_SCALE = 5.0
+
+
 def edge_references(log: TrainLogData) -> list[ReferenceCurve]:
     """The edge of stability of the run's optimizer on the sharpness panel, in the manner of Cohen et
     al.'s Figure 1: a line where it is constant (2/lr for GD), a curve where it moves (SAM's edge with
-    the logged gradient norm, any edge under a schedule). None when no formula applies."""
+    the logged gradient norm, any edge under a schedule). None when no formula applies, or when the edge
+    is more than EDGE_OFF_SCALE times the largest sharpness."""
     from ..eos.run import run_edges
 
     if not log.rows("sharpness"):
@@ -188,6 +193,8 @@ def edge_references(log: TrainLogData) -> list[ReferenceCurve]:
         edges = run_edges(log.path, {})
     except LandscapeError:
         return []
+    if np.nanmin(edges.edge) > EDGE_OFF_SCALE * np.nanmax(edges.sharpness):
+        return []  # e.g. mini-batch SGD far from its full-batch edge: the line would flatten the curve
     rule = edges.setting.rule()
     label = {"gd": "2 / lr", "ssam": "SSAM edge (2 / lr)", "sam": "SAM edge", "usam": "USAM edge"}.get(
         rule, f"{rule} edge"
