@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .check.gates import GateResult
 from .eos.measure import EosResult
 from .eos.run import RunEdges
 from .spectrum import SpectrumResult
@@ -224,3 +225,18 @@ def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: 
         + (f"sharpening first reached it at step {first}" if first is not None else "it never reached the edge")
     )
     console.print(f"results: {output}")
+
+
+def print_checks(results: list[GateResult], title: str, config: str | None, seconds: float) -> None:
+    console = Console()
+    table = Table(title=f"Sharpness gates for {title}" + (f" (config: {config})" if config else ""))
+    for col in ("gate", "value", "uncertainty", "limit", "result"):
+        table.add_column(col, justify="left" if col in ("gate", "result") else "right")
+    for r in results:
+        sign = "<=" if r.bound == "max" else ">="
+        uncertainty = f"± {r.uncertainty:.2g} ({r.uncertainty_kind})" if r.uncertainty is not None else "-"
+        verdict = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
+        table.add_row(r.quantity, _num(r.value), uncertainty, f"{sign} {r.limit:g}", verdict)
+    console.print(table)
+    failed = sum(not r.passed for r in results)
+    console.print(f"{len(results) - failed} of {len(results)} gates passed in {seconds:.1f} s")

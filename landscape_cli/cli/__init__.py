@@ -14,6 +14,7 @@ from .._version import __version__
 from ..errors import LandscapeError
 from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
+from .check import check_command
 from .eos import eos_command
 from .info import info_command
 from .plot import plot_command
@@ -35,6 +36,7 @@ app.command("surface")(surface_command)
 app.command("info")(info_command)
 app.command("train")(train_command)
 app.command("eos")(eos_command)
+app.command("check")(check_command)
 app.command("plot")(plot_command)
 
 

@@ -120,7 +120,7 @@ def eos_command(
         ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed)
         record = ckpt.optimizer or {}
         setting = OptimizerSetting.from_record(
-            record.get("name"), dict(record.get("hparams") or {}), _current_lr(record)
+            record.get("name"), dict(record.get("hparams") or {}), current_lr(record)
         ).override(**overrides)
         setting.rule()  # an optimizer without a formula fails before the model is loaded
         problem = problem_from_checkpoint(
@@ -157,7 +157,7 @@ def eos_command(
         raise typer.Exit(1)
 
 
-def _current_lr(record: dict[str, Any]) -> float | None:
+def current_lr(record: dict[str, Any]) -> float | None:
     """The learning rate the schedule had reached when the checkpoint was saved."""
     try:
         return float(record["state"]["base"]["param_groups"][0]["lr"])

@@ -1,0 +1,175 @@
+"""`landscape check`: sharpness gates for CI. Exit 0 when every gate passes, 1 when one fails, 2 on bad input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..check.config import load_config
+from ..check.gates import KINDS, validate_limits
+from ..check.junit import write_junit
+from ..check.run import run_checks
+from ..eos.setting import OptimizerSetting
+from ..errors import LandscapeError
+from ..progress import progress_bar
+from ..report import print_checks, print_json
+from ..session import problem_from_checkpoint
+from . import common as c
+from .eos import current_lr
+
+GATES = "Gates (override the config file)"
+
+
+def check_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to check (.pt).")],
+    max_top_eig: Annotated[
+        float | None,
+        typer.Option("--max-top-eig", help="Fail above this top Hessian eigenvalue.", rich_help_panel=GATES),
+    ] = None,
+    min_bottom_eig: Annotated[
+        float | None,
+        typer.Option(
+            "--min-bottom-eig", help="Fail below this bottom eigenvalue (negative curvature).", rich_help_panel=GATES
+        ),
+    ] = None,
+    max_trace: Annotated[
+        float | None,
+        typer.Option("--max-trace", help="Fail above this Hessian trace (Hutch++).", rich_help_panel=GATES),
+    ] = None,
+    max_eos_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--max-eos-ratio", help="Fail above this sharpness / edge of stability ratio.", rich_help_panel=GATES
+        ),
+    ] = None,
+    max_surface_rise: Annotated[
+        float | None,
+        typer.Option(
+            "--max-surface-rise",
+            help="Fail above this mean loss rise at --radius along two seeded filter-normalized random directions.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    radius: Annotated[
+        float | None, typer.Option("--radius", help="Radius of the surface gate (default 0.5).", rich_help_panel=GATES)
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Config file with the gates. Default: the nearest landscape.toml, or pyproject.toml with "
+            "[tool.landscape.check], from the current directory up.",
+            rich_help_panel=GATES,
+        ),
+    ] = None,
+    tol: Annotated[float | None, typer.Option("--tol", help="Lanczos tolerance (default 1e-4).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate for the eos gate, if not recorded.")] = None,
+    model: c.ModelOpt = None,
+    model_arg: c.ModelArgOpt = None,
+    data: c.DataOpt = None,
+    data_arg: c.DataArgOpt = None,
+    split: c.SplitOpt = None,
+    loss: c.LossOpt = None,
+    samples: c.SamplesOpt = None,
+    batch_size: c.BatchSizeOpt = 2048,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.", rich_help_panel=c.COMPUTE_PANEL),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32 (default) or float64.", rich_help_panel=c.COMPUTE_PANEL)
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of every random choice (default 0).", rich_help_panel=c.COMPUTE_PANEL),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option("--junit", help="Also write JUnit XML (one test case per gate).", rich_help_panel=c.OUTPUT_PANEL),
+    ] = None,
+    json_out: c.JsonOpt = False,
+    quiet: c.QuietOpt = False,
+) -> None:
+    """Gate a checkpoint's sharpness in CI: each measurement is made once, each gate reported as pass or
+    fail with its value, its own uncertainty and its limit. Exit 0 all pass, 1 any fails, 2 bad input.
+    """
+    started = time.perf_counter()
+    settings, source = load_config(config, Path.cwd())
+    given = {
+        "max_top_eig": max_top_eig,
+        "min_bottom_eig": min_bottom_eig,
+        "max_trace": max_trace,
+        "max_eos_ratio": max_eos_ratio,
+        "max_surface_rise": max_surface_rise,
+    }
+    limits = validate_limits({k: given[k] if given[k] is not None else settings.get(k) for k in KINDS})
+    chosen: dict[str, Any] = {
+        "radius": _pick(radius, settings, "radius", 0.5),
+        "samples": _pick(samples, settings, "samples", None),
+        "seed": _pick(seed, settings, "seed", 0),
+        "split": _pick(split, settings, "split", None),
+        "tol": _pick(tol, settings, "tol", 1e-4),
+        "device": _pick(device, settings, "device", "auto"),
+        "dtype": _pick(dtype, settings, "dtype", "float32"),
+    }
+    if not chosen["radius"] > 0:
+        raise LandscapeError(f"--radius must be positive, got {chosen['radius']}")
+    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"])
+    setting = None
+    if "max_eos_ratio" in limits:
+        record = ckpt.optimizer or {}
+        setting = OptimizerSetting.from_record(
+            record.get("name"), dict(record.get("hparams") or {}), current_lr(record)
+        )
+        setting = setting.override(lr=lr)
+        setting.rule()
+    problem = problem_from_checkpoint(
+        ckpt,
+        split=chosen["split"],
+        samples=chosen["samples"],
+        batch_size=batch_size,
+        device=chosen["device"],
+        dtype=chosen["dtype"],
+        seed=chosen["seed"],
+    )
+    with progress_bar(quiet) as tracker:
+        results, measured = run_checks(
+            ckpt,
+            problem,
+            limits,
+            radius=chosen["radius"],
+            seed=chosen["seed"],
+            tol=chosen["tol"],
+            setting=setting,
+            tracker=tracker,
+        )
+    seconds = time.perf_counter() - started
+    if junit is not None:
+        write_junit(junit, results, f"landscape check {checkpoint.name}", seconds)
+    passed = all(r.passed for r in results)
+    if json_out:
+        print_json(
+            {
+                "checkpoint": str(checkpoint),
+                "passed": passed,
+                "gates": [r.to_dict() for r in results],
+                "settings": chosen,
+                "config": str(source) if source else None,
+                "measured": measured,
+                "seconds": seconds,
+            }
+        )
+    else:
+        print_checks(results, checkpoint.name, str(source) if source else None, seconds)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _pick(given: Any, settings: dict[str, Any], key: str, default: Any) -> Any:
+    """The command line wins over the config file, which wins over the default."""
+    if given is not None:
+        return given
+    return settings.get(key, default)
