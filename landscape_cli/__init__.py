@@ -1,15 +1,18 @@
 """landscape: loss-landscape analysis of PyTorch models.
 
-The functions the CLI calls, for scripting::
+A checkpoint or a live module, ready to analyse::
 
-    from landscape_cli import load_checkpoint, problem_from_checkpoint, compute_spectrum, SpectrumOptions
-    ckpt = load_checkpoint("sample_checkpoints/mlp_digits.pt")
-    problem = problem_from_checkpoint(ckpt, device="auto")
-    result = compute_spectrum(problem, SpectrumOptions(top_k=5, trace=True))
-    print(result.lanczos.top.values, result.trace.estimate)
+    import landscape_cli as ls
+    scape = ls.load("sample_checkpoints/mlp_digits.pt")      # or ls.wrap(model, (x, y), "cross_entropy")
+    print(scape.spectrum(top_k=5, trace=True).lanczos.top.values)
+    scape.check(max_top_eig=0.2, max_surface_rise=0.1).assert_passed()
+    ls.compare("base.pt", "new.pt", max_increase="10%").assert_passed()
+
+The lower-level functions the commands call (compute_spectrum, compute_surface, ...) are exported too.
 """
 
 from ._version import __version__
+from .api import CheckResult, CompareResult, Landscape, compare, load, wrap
 from .checkpoint import Checkpoint, instantiate, load_checkpoint, save_checkpoint
 from .errors import LandscapeError
 from .linalg import hutchpp_trace, lanczos_extremal, slq_density
@@ -23,7 +26,10 @@ from .train import TrainConfig, train_model
 from .zoo import build_model, data_spec, load_data, model_spec
 
 __all__ = [
+    "CheckResult",
     "Checkpoint",
+    "CompareResult",
+    "Landscape",
     "LandscapeError",
     "ParamLayout",
     "Problem",
@@ -34,6 +40,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "build_model",
+    "compare",
     "compute_spectrum",
     "compute_surface",
     "data_spec",
@@ -41,6 +48,7 @@ __all__ = [
     "hutchpp_trace",
     "instantiate",
     "lanczos_extremal",
+    "load",
     "load_checkpoint",
     "load_data",
     "model_spec",
@@ -51,5 +59,6 @@ __all__ = [
     "save_checkpoint",
     "slq_density",
     "train_model",
+    "wrap",
     "write_spectrum",
 ]

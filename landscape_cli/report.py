@@ -7,9 +7,11 @@ import math
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .check.compare import Delta
 from .check.gates import GateResult
 from .eos.measure import EosResult
 from .eos.run import RunEdges
@@ -240,3 +242,36 @@ def print_checks(results: list[GateResult], title: str, config: str | None, seco
     console.print(table)
     failed = sum(not r.passed for r in results)
     console.print(f"{len(results) - failed} of {len(results)} gates passed in {seconds:.1f} s")
+
+
+def print_compare(rows: list[Delta], base: str, new: str, seconds: float) -> None:
+    console = Console()
+    table = Table(title=f"new: {new}\nbase: {base}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("measurement", "base", "new", "change", "sharper", "limit", "result"):
+        table.add_column(col, justify="left" if col in ("measurement", "result") else "right", no_wrap=True)
+    for r in rows:
+        verdict = "-" if r.limit is None else ("[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+        limit = "-" if r.limit is None else f"{100 * r.limit:.3g}%"
+        table.add_row(
+            SHORT_NAMES.get(r.measure, r.measure),
+            _num(r.base, 5),
+            _num(r.new, 5),
+            f"{r.change:+.3g}",
+            f"{100 * r.sharper_by:+.2f}%",
+            limit,
+            verdict,
+        )
+    console.print(table)
+    failed = sum(not r.passed for r in rows)
+    verdict = f"{failed} of {len(rows)} sharper than allowed" if failed else "none sharper than allowed"
+    console.print(f"compared in {seconds:.1f} s; {verdict if rows[0].limit is not None else 'no --max-increase'}")
+
+
+#: Column-width names of the compared measurements.
+SHORT_NAMES = {
+    "top": "top eig",
+    "bottom": "bottom eig",
+    "trace": "trace",
+    "eos": "eos ratio",
+    "surface": "surface rise",
+}

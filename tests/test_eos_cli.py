@@ -90,6 +90,11 @@ def test_adam_preconditioned_sharpness_matches_a_dense_hessian(cli, tmp_path) ->
     scale = (torch.cat(v_hat).sqrt() + eps).rsqrt()
     expected = torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1]
     assert got["sharpness"] == pytest.approx(float(expected), rel=1e-6)
+    # `check` gates the same preconditioned ratio (it once measured Adam without the saved state)
+    gated = cli("check", run / "final.pt", "--max-eos-ratio", "1e9", "--device", "cpu", "--dtype", "float64",
+                "--tol", "1e-8", "--quiet", "--json")  # fmt: skip
+    assert gated.code == 0, gated.err
+    assert json.loads(gated.out)["gates"][0]["value"] == pytest.approx(got["ratio"], rel=1e-6)
 
 
 def test_run_directory_edges_follow_the_schedule(cli, tmp_path) -> None:

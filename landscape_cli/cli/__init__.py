@@ -15,6 +15,7 @@ from ..errors import LandscapeError
 from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
 from .check import check_command
+from .compare import compare_command
 from .eos import eos_command
 from .info import info_command
 from .plot import plot_command
@@ -37,6 +38,7 @@ app.command("info")(info_command)
 app.command("train")(train_command)
 app.command("eos")(eos_command)
 app.command("check")(check_command)
+app.command("compare")(compare_command)
 app.command("plot")(plot_command)
 
 

@@ -8,17 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
+from ..api import landscape_of
 from ..check.config import load_config
 from ..check.gates import KINDS, validate_limits
 from ..check.junit import write_junit
-from ..check.run import run_checks
-from ..eos.setting import OptimizerSetting
 from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_checks, print_json
-from ..session import problem_from_checkpoint
 from . import common as c
-from .eos import current_lr
 
 GATES = "Gates (override the config file)"
 
@@ -118,34 +115,11 @@ def check_command(
     if not chosen["radius"] > 0:
         raise LandscapeError(f"--radius must be positive, got {chosen['radius']}")
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"])
-    setting = None
-    if "max_eos_ratio" in limits:
-        record = ckpt.optimizer or {}
-        setting = OptimizerSetting.from_record(
-            record.get("name"), dict(record.get("hparams") or {}), current_lr(record)
-        )
-        setting = setting.override(lr=lr)
-        setting.rule()
-    problem = problem_from_checkpoint(
-        ckpt,
-        split=chosen["split"],
-        samples=chosen["samples"],
-        batch_size=batch_size,
-        device=chosen["device"],
-        dtype=chosen["dtype"],
-        seed=chosen["seed"],
-    )
+    scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],
+                         chosen["seed"])  # fmt: skip
     with progress_bar(quiet) as tracker:
-        results, measured = run_checks(
-            ckpt,
-            problem,
-            limits,
-            radius=chosen["radius"],
-            seed=chosen["seed"],
-            tol=chosen["tol"],
-            setting=setting,
-            tracker=tracker,
-        )
+        check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr)
+    results, measured = check.gates, check.measured
     seconds = time.perf_counter() - started
     if junit is not None:
         write_junit(junit, results, f"landscape check {checkpoint.name}", seconds)

@@ -4,7 +4,7 @@ stability of its own optimizer."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -119,9 +119,7 @@ def eos_command(
     else:
         ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed)
         record = ckpt.optimizer or {}
-        setting = OptimizerSetting.from_record(
-            record.get("name"), dict(record.get("hparams") or {}), current_lr(record)
-        ).override(**overrides)
+        setting = OptimizerSetting.from_checkpoint(record).override(**overrides)
         setting.rule()  # an optimizer without a formula fails before the model is loaded
         problem = problem_from_checkpoint(
             ckpt,
@@ -155,11 +153,3 @@ def eos_command(
     if fail_above is not None and ratio > fail_above:
         typer.echo(f"sharpness / edge = {ratio:.4g} exceeds --fail-above {fail_above:g}", err=True)
         raise typer.Exit(1)
-
-
-def current_lr(record: dict[str, Any]) -> float | None:
-    """The learning rate the schedule had reached when the checkpoint was saved."""
-    try:
-        return float(record["state"]["base"]["param_groups"][0]["lr"])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None

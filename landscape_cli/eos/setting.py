@@ -50,6 +50,12 @@ class OptimizerSetting:
             micro_batches=int(hparams.get("micro_batches") or 1),
         )
 
+    @classmethod
+    def from_checkpoint(cls, optimizer_record: dict[str, Any] | None) -> OptimizerSetting:
+        """From a checkpoint's optimizer entry, at the learning rate the schedule had reached."""
+        record = optimizer_record or {}
+        return cls.from_record(record.get("name"), dict(record.get("hparams") or {}), current_lr(record))
+
     def override(self, **values: Any) -> OptimizerSetting:
         """A copy with the options the user gave (None means: keep the recorded value)."""
         return OptimizerSetting(**{**asdict(self), **{k: v for k, v in values.items() if v is not None}})
@@ -105,6 +111,14 @@ class OptimizerSetting:
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "rule": self.rule(), "formula": FORMULAS[self.rule()]}
+
+
+def current_lr(record: dict[str, Any]) -> float | None:
+    """The learning rate in a saved optimizer state (what the schedule had reached), if recorded."""
+    try:
+        return float(record["state"]["base"]["param_groups"][0]["lr"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def verdict(ratio: float, band: float) -> str:

@@ -1,0 +1,523 @@
+"""The Python API: a model and its data, ready to analyse, from a checkpoint file or a live module.
+
+    import landscape_cli as ls
+
+    scape = ls.load("sample_checkpoints/mlp_digits.pt")
+    scape.spectrum(top_k=3).lanczos.top.values
+    scape.check(max_top_eig=0.5).assert_passed()
+
+    scape = ls.wrap(model, (x, y), loss="cross_entropy")      # or a DataLoader
+    scape.surface(dims=2).summary["rise_mean"]
+
+The commands are built on these objects (`check`, `compare`) and on the same compute functions
+(`spectrum`, `surface`, `eos`), so a number from Python equals the command's number for the same options.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .check.compare import (
+    MEASURES,
+    Delta,
+    default_measures_of_files,
+    deltas,
+    measures_of_file,
+    parse_increase,
+    parse_measures,
+)
+from .check.gates import KINDS, GateResult, validate_limits
+from .check.run import run_checks
+from .checkpoint import LOSSES, Checkpoint, load_checkpoint
+from .eos.measure import EosResult, measure_checkpoint
+from .eos.setting import OptimizerSetting
+from .errors import LandscapeError
+from .problem import Problem
+from .progress import Tracker
+from .session import check_model_fits_data, problem_from_checkpoint, resolve_device, resolve_dtype
+from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum
+from .surface import SurfaceOptions, SurfaceResult, compute_surface
+from .zoo.data import Dataset, data_spec
+from .zoo.models import model_spec
+
+
+@dataclass
+class CheckResult:
+    """Every gate of one check, and what was measured for them."""
+
+    gates: list[GateResult]
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failures(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def value(self, gate: str) -> float:
+        """The measured value of one gate, e.g. value('max_top_eig')."""
+        for g in self.gates:
+            if g.name == gate:
+                return g.value
+        raise KeyError(f"no gate '{gate}' in this check; it has {', '.join(g.name for g in self.gates)}")
+
+    def assert_passed(self) -> None:
+        """Raise AssertionError naming each failed gate, its value and its limit (for pytest)."""
+        if self.failures:
+            raise AssertionError("; ".join(describe_gate(g) for g in self.failures))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "gates": [g.to_dict() for g in self.gates], "measured": self.measured}
+
+
+def describe_gate(gate: GateResult) -> str:
+    relation = "<=" if gate.bound == "max" else ">="
+    verdict = "passed" if gate.passed else "failed"
+    return f"{gate.quantity} {gate.value:.6g} {verdict} {relation} {gate.limit:.6g}"
+
+
+class Landscape:
+    """A model, its data and loss (a `Problem`), with the checkpoint record results are attributed to.
+
+    Build one with `load` or `wrap`. The model is copied: analysing never changes the caller's module.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        problem: Problem,
+        *,
+        split: str = "train",
+        optimizer: OptimizerSetting | None = None,
+        optimizer_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.problem = problem
+        self.split = split
+        self.optimizer = optimizer
+        self.optimizer_state = optimizer_state
+
+    def __repr__(self) -> str:
+        source = self.checkpoint.path or "a live module"
+        return f"Landscape({source}: {self.problem.n_params} parameters, {self.problem.n_samples} samples)"
+
+    @property
+    def n_params(self) -> int:
+        return self.problem.n_params
+
+    def loss(self) -> float:
+        """The mean loss over the data at the weights."""
+        return float(self.problem.evaluate()["loss"])
+
+    def spectrum(
+        self,
+        top_k: int = 1,
+        bottom_k: int = 0,
+        *,
+        trace: bool = False,
+        density: bool = False,
+        tol: float = 1e-4,
+        max_iter: int = 200,
+        seed: int | None = None,
+        tracker: Tracker | None = None,
+        **options: Any,
+    ) -> SpectrumResult:
+        """Top/bottom eigenvalues by Lanczos, and optionally the trace (Hutch++) and spectral density.
+        Extra keyword arguments are `SpectrumOptions` fields (trace_hvps, density_runs, ...)."""
+        spec = SpectrumOptions(
+            top_k=top_k,
+            bottom_k=bottom_k,
+            trace=trace,
+            density=density,
+            tol=tol,
+            max_iter=max_iter,
+            seed=self._seed(seed),
+            **options,
+        )
+        return compute_spectrum(self.problem, spec, tracker)
+
+    def sharpness(self, *, tol: float = 1e-4, seed: int | None = None) -> float:
+        """The top Hessian eigenvalue."""
+        return float(self.spectrum(1, tol=tol, seed=seed).lanczos.top.values[0])  # type: ignore[union-attr]
+
+    def surface(
+        self,
+        dims: int = 1,
+        dirs: str = "random",
+        *,
+        x: str | None = None,
+        y: str | None = None,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        seed: int | None = None,
+        tracker: Tracker | None = None,
+        **options: Any,
+    ) -> SurfaceResult:
+        """A 1D or 2D loss surface (x, y as 'MIN:MAX:N'); written to `out` when given, else its arrays are
+        only returned. Extra keyword arguments are `SurfaceOptions` fields (norm, ignore, radius, ...)."""
+        spec = SurfaceOptions(dims=dims, dirs=dirs, x=x, y=y, seed=self._seed(seed), **options)
+        problems = {self.split: self.problem}
+        if out is not None:
+            return compute_surface(self.checkpoint, problems, spec, Path(out), overwrite=overwrite, tracker=tracker)
+        with tempfile.TemporaryDirectory() as tmp:
+            return compute_surface(self.checkpoint, problems, spec, Path(tmp) / "surface.h5", tracker=tracker)
+
+    def eos(
+        self,
+        *,
+        band: float = 0.1,
+        tol: float = 1e-4,
+        seed: int | None = None,
+        tracker: Tracker | None = None,
+        **setting: Any,
+    ) -> EosResult:
+        """Sharpness against the edge of stability of the optimizer (recorded in the checkpoint, given to
+        `wrap`, or as keywords: opt, lr, momentum, nesterov, rho, beta1, micro_batches, base)."""
+        return measure_checkpoint(
+            self.problem,
+            self._setting(setting),
+            band=band,
+            tol=tol,
+            seed=self._seed(seed),
+            optimizer_state=self.optimizer_state,
+            tracker=tracker,
+        )
+
+    def check(
+        self,
+        *,
+        max_top_eig: float | None = None,
+        min_bottom_eig: float | None = None,
+        max_trace: float | None = None,
+        max_eos_ratio: float | None = None,
+        max_surface_rise: float | None = None,
+        radius: float = 0.5,
+        tol: float = 1e-4,
+        seed: int | None = None,
+        tracker: Tracker | None = None,
+        surface_dirs: str = "random",
+        surface_out: Path | None = None,
+        **setting: Any,
+    ) -> CheckResult:
+        """The gates of `landscape check`, each measurement made once; deterministic given the seed.
+        Keywords beyond the gates set the optimizer for the eos gate, as in `eos`."""
+        limits = validate_limits(
+            {
+                "max_top_eig": max_top_eig,
+                "min_bottom_eig": min_bottom_eig,
+                "max_trace": max_trace,
+                "max_eos_ratio": max_eos_ratio,
+                "max_surface_rise": max_surface_rise,
+            }
+        )
+        if not radius > 0:
+            raise LandscapeError(f"--radius must be positive, got {radius}")
+        optimizer = self._setting(setting) if "max_eos_ratio" in limits else None
+        gates, measured = run_checks(
+            self.checkpoint,
+            self.problem,
+            limits,
+            radius=radius,
+            seed=self._seed(seed),
+            tol=tol,
+            setting=optimizer,
+            optimizer_state=self.optimizer_state,
+            tracker=tracker,
+            surface_dirs=surface_dirs,
+            surface_out=surface_out,
+        )
+        return CheckResult(gates, measured)
+
+    def _seed(self, seed: int | None) -> int:
+        return self.problem.seed if seed is None else int(seed)
+
+    def _setting(self, overrides: dict[str, Any]) -> OptimizerSetting:
+        known = OptimizerSetting.__dataclass_fields__
+        unknown = [k for k in overrides if k not in known]
+        if unknown:
+            raise LandscapeError(f"unknown optimizer setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        setting = (self.optimizer or OptimizerSetting()).override(**overrides)
+        setting.rule()  # refuses an optimizer without an edge, or a missing lr/rho, here
+        return setting
+
+
+def load(
+    path: str | Path,
+    *,
+    split: str | None = None,
+    samples: int | None = None,
+    batch_size: int = 2048,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    train_mode: bool = False,
+    seed: int = 0,
+    model: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    data: str | None = None,
+    data_kwargs: dict[str, Any] | None = None,
+    loss: str | None = None,
+) -> Landscape:
+    """A checkpoint on its own data (or `split` of it, or a seeded subset of `samples`). `model`, `data`
+    and `loss` describe a foreign checkpoint (a bare state_dict) or override the recorded ones."""
+    if loss is not None and loss not in LOSSES:
+        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
+    ckpt = load_checkpoint(
+        path,
+        model=model_spec(model, model_kwargs) if model else None,
+        data=data_spec(data, "train", seed, data_kwargs) if data else None,
+        loss=loss,
+    )
+    return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode)
+
+
+def landscape_of(
+    ckpt: Checkpoint,
+    split: str | None = None,
+    samples: int | None = None,
+    batch_size: int = 2048,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+    train_mode: bool = False,
+) -> Landscape:
+    """A loaded checkpoint on its data, with the optimizer it records (what `load` and the commands share)."""
+    problem = problem_from_checkpoint(
+        ckpt,
+        split=split,
+        samples=samples,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        train_mode=train_mode,
+        seed=seed,
+    )
+    record = ckpt.optimizer or {}
+    return Landscape(
+        ckpt,
+        problem,
+        split=split or str((ckpt.data or {}).get("split", "train")),
+        optimizer=OptimizerSetting.from_checkpoint(record) if record.get("name") else None,
+        optimizer_state=record.get("state"),
+    )
+
+
+def wrap(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor] | Iterable[Any],
+    loss: str = "cross_entropy",
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    batch_size: int = 2048,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    train_mode: bool = False,
+    seed: int = 0,
+    split: str = "train",
+) -> Landscape:
+    """A live module on tensors `(x, y)` or on the (x, y) batches of a DataLoader, read once into memory
+    so every measurement sees the same samples. Class labels (integer y) make it a classification task.
+
+    `optimizer`: a torch SGD or Adam (or landscape's SharpnessAware), for the edge of stability; Adam's
+    state gives the preconditioner."""
+    if not isinstance(model, nn.Module):
+        raise LandscapeError(f"wrap needs a torch.nn.Module, got {type(model).__name__}")
+    if loss not in LOSSES:
+        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
+    dataset = _dataset_of(data)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
+    problem = Problem(  # copies the module
+        model, dataset, loss, batch_size=batch_size, device=device, dtype=dtype, train_mode=train_mode, seed=seed
+    )
+    check_model_fits_data(problem.model, dataset, device, dtype)  # switches the copy to eval mode
+    problem.model.train(train_mode)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    ckpt = Checkpoint(state_dict=state, loss=loss, native=False)
+    setting, opt_state = _optimizer_setting(optimizer, model)
+    return Landscape(ckpt, problem, split=split, optimizer=setting, optimizer_state=opt_state)
+
+
+def _dataset_of(data: Any) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        xs, ys = [data[0]], [data[1]]
+    else:
+        try:
+            batches = list(data)
+        except TypeError:
+            raise LandscapeError(
+                f"data must be a tuple (x, y) of tensors or a DataLoader of (x, y) batches, got {type(data).__name__}"
+            ) from None
+        if not batches or not all(isinstance(b, tuple | list) and len(b) >= 2 for b in batches):
+            raise LandscapeError("the DataLoader must yield (x, y) batches, and at least one")
+        xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+    x, y = torch.cat([t.detach().cpu() for t in xs]), torch.cat([t.detach().cpu() for t in ys])
+    if len(x) != len(y) or len(x) == 0:
+        raise LandscapeError(f"x has {len(x)} samples and y {len(y)}; they must match and be at least 1")
+    if not x.is_floating_point():
+        raise LandscapeError(f"inputs must be floating point, got {x.dtype}")
+    if not y.is_floating_point():
+        y = y.long()
+    return Dataset(x, y)
+
+
+def _optimizer_setting(
+    optimizer: torch.optim.Optimizer | None, model: nn.Module
+) -> tuple[OptimizerSetting | None, dict[str, Any] | None]:
+    """Hyper-parameters of a live optimizer as an edge-of-stability setting (and Adam's state)."""
+    if optimizer is None:
+        return None, None
+    from .train.optimizers import SharpnessAware
+
+    sharpness_aware = isinstance(optimizer, SharpnessAware)
+    base = optimizer.base if sharpness_aware else optimizer
+    group = base.param_groups[0]
+    if isinstance(base, torch.optim.Adam | torch.optim.AdamW):
+        if isinstance(base, torch.optim.AdamW) or group.get("weight_decay"):
+            raise LandscapeError("no edge-of-stability formula for Adam with weight decay; pass an Adam without it")
+        setting = OptimizerSetting(base="adam", lr=float(group["lr"]), beta1=float(group["betas"][0]))
+        state = _adam_state_in_model_order(base, model)
+    elif isinstance(base, torch.optim.SGD):
+        setting = OptimizerSetting(
+            lr=float(group["lr"]), momentum=float(group["momentum"]), nesterov=bool(group["nesterov"])
+        )
+        state = None
+    else:
+        raise LandscapeError(f"no edge-of-stability formula for {type(base).__name__}; use SGD, Adam or SAM")
+    if sharpness_aware:
+        setting = setting.override(opt=optimizer.variant, rho=optimizer.rho, micro_batches=optimizer.micro_batches)
+    return setting, state
+
+
+def _adam_state_in_model_order(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    """Adam's state re-indexed by the model's trainable parameter order, which the preconditioner reads."""
+    by_param = {id(p): optimizer.state.get(p, {}) for g in optimizer.param_groups for p in g["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    state = {i: by_param[id(p)] for i, p in enumerate(trainable) if by_param.get(id(p))}
+    group = optimizer.param_groups[0]
+    return {"state": state, "param_groups": [{"betas": group["betas"], "eps": group["eps"], "lr": group["lr"]}]}
+
+
+@dataclass
+class CompareResult:
+    """The same measurements on BASE and NEW, their deltas, and the --max-increase verdict of each."""
+
+    base: str
+    new: str
+    deltas: list[Delta]
+
+    @property
+    def passed(self) -> bool:
+        return all(d.passed for d in self.deltas)
+
+    def delta(self, measure: str) -> Delta:
+        for d in self.deltas:
+            if d.measure == measure:
+                return d
+        raise KeyError(f"'{measure}' was not compared; this comparison has {', '.join(d.measure for d in self.deltas)}")
+
+    def assert_passed(self) -> None:
+        """Raise AssertionError naming each measurement that got sharper than allowed (for pytest)."""
+        failed = [d for d in self.deltas if not d.passed]
+        if failed:
+            raise AssertionError(
+                "; ".join(
+                    f"{d.quantity} {d.base:.6g} -> {d.new:.6g} is {100 * d.sharper_by:+.2f}% sharper, "
+                    f"more than {100 * (d.limit or 0):.3g}%"
+                    for d in failed
+                )
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "new": self.new, "passed": self.passed, "deltas": [d.to_dict() for d in self.deltas]}
+
+
+def compare(
+    base: Landscape | str | Path,
+    new: Landscape | str | Path,
+    *,
+    what: str | Iterable[str] | None = None,
+    max_increase: float | str | None = None,
+    radius: float = 0.5,
+    tol: float = 1e-4,
+    seed: int = 0,
+    tracker: Tracker | None = None,
+    **load_options: Any,
+) -> CompareResult:
+    """Compare two models (Landscapes or checkpoint paths, measured alike: the same data options and seed,
+    NEW's surface on BASE's directions) or two results files (spectrum, surface or eos files of the same
+    kind). `what`: top, bottom, trace, eos, surface (default top,surface for models, what the files hold
+    otherwise). `max_increase`: 0.1 or '10%', how much sharper NEW may be. `load_options` go to `load`."""
+    limit = max_increase if isinstance(max_increase, float | int) else parse_increase(max_increase)
+    if limit is not None and not (limit >= 0 and limit != float("inf")):
+        raise LandscapeError(f"--max-increase must be a finite non-negative amount, got {max_increase}")
+    names = (what if isinstance(what, str) else ",".join(what)) if what is not None else None
+    if _is_model(base) != _is_model(new):
+        model, other = (base, new) if _is_model(base) else (new, base)
+        raise LandscapeError(
+            f"compare takes two checkpoints or two results files; got {_name(model)} (a model) and {other}"
+        )
+    if _is_model(base):
+        measures = parse_measures(names or "top,surface")
+        if not radius > 0:
+            raise LandscapeError(f"--radius must be positive, got {radius}")
+        base_scape = base if isinstance(base, Landscape) else load(base, seed=seed, **load_options)
+        with tempfile.TemporaryDirectory() as tmp:
+            surface = Path(tmp) / "base_surface.h5"  # NEW is swept on BASE's directions
+            base_values, quantities = _measure(base_scape, measures, radius, tol, seed, tracker, "random", surface)
+            del base_scape
+            new_scape = new if isinstance(new, Landscape) else load(new, seed=seed, **load_options)
+            new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None)
+    else:
+        measures = parse_measures(names) if names else default_measures_of_files(Path(base))
+        base_kind, base_values, quantities = measures_of_file(Path(base), measures)
+        new_kind, new_values, _ = measures_of_file(Path(new), measures)
+        if base_kind != new_kind:
+            raise LandscapeError(f"{base} is a {base_kind} file and {new} a {new_kind} file; compare like with like")
+    return CompareResult(_name(base), _name(new), deltas(base_values, new_values, quantities, limit))
+
+
+def _is_model(item: Landscape | str | Path) -> bool:
+    return isinstance(item, Landscape) or Path(item).suffix in (".pt", ".pth")
+
+
+def _name(item: Landscape | str | Path) -> str:
+    if isinstance(item, Landscape):
+        return item.checkpoint.path.name if item.checkpoint.path else "module"
+    return Path(item).name
+
+
+def _measure(scape, measures, radius, tol, seed, tracker, dirs, out) -> tuple[dict[str, float], dict[str, str]]:
+    """The requested measurements, through the gates of `check` with limits that always pass."""
+    limits = {MEASURES[m][0]: (float("inf") if MEASURES[m][1] else float("-inf")) for m in measures}
+    setting = scape._setting({}) if "eos" in measures else None
+    gates, _ = run_checks(
+        scape.checkpoint,
+        scape.problem,
+        limits,
+        radius=radius,
+        seed=seed,
+        tol=tol,
+        setting=setting,
+        optimizer_state=scape.optimizer_state,
+        tracker=tracker,
+        surface_dirs=dirs,
+        surface_out=out,
+    )
+    by_gate = {g.name: g for g in gates}
+    values = {m: by_gate[MEASURES[m][0]].value for m in measures}
+    quantities = {m: by_gate[MEASURES[m][0]].quantity for m in measures}
+    return values, quantities
+
+
+__all__ = ["CheckResult", "CompareResult", "KINDS", "Landscape", "compare", "describe_gate", "load", "wrap"]

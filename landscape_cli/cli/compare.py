@@ -1,0 +1,71 @@
+"""`landscape compare BASE NEW`: the same measurements on two checkpoints (or read from two results
+files), their deltas, and a gate on how much sharper NEW may be. Exit 0 / 1 / 2 as `check`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..api import compare
+from ..check.compare import MEASURES
+from ..progress import progress_bar
+from ..report import print_compare, print_json
+from . import common as c
+
+
+def compare_command(
+    base: Annotated[Path, typer.Argument(help="The reference: a checkpoint, or a spectrum/surface/eos file.")],
+    new: Annotated[Path, typer.Argument(help="The candidate, of the same kind as BASE.")],
+    what: Annotated[
+        str | None,
+        typer.Option(
+            "--what",
+            help=f"Comma-separated measurements: {', '.join(MEASURES)}. Default for checkpoints: top,surface; "
+            "for results files: what they hold.",
+        ),
+    ] = None,
+    max_increase: Annotated[
+        str | None,
+        typer.Option("--max-increase", help="Fail when NEW is sharper than BASE by more than this (10% or 0.1)."),
+    ] = None,
+    radius: Annotated[float, typer.Option("--radius", help="Radius of the surface measurement.")] = 0.5,
+    tol: Annotated[float, typer.Option("--tol", help="Lanczos tolerance.")] = 1e-4,
+    split: c.SplitOpt = None,
+    samples: c.SamplesOpt = None,
+    batch_size: c.BatchSizeOpt = 2048,
+    device: c.DeviceOpt = "auto",
+    dtype: c.DtypeOpt = "float32",
+    seed: c.SeedOpt = 0,
+    json_out: c.JsonOpt = False,
+    quiet: c.QuietOpt = False,
+) -> None:
+    """Compare the sharpness of two checkpoints (same data, seed and, for surfaces, the same directions:
+    NEW is swept on BASE's) or of two results files; exit 1 when NEW is sharper by more than --max-increase.
+    """
+    started = time.perf_counter()
+    with progress_bar(quiet) as tracker:
+        result = compare(
+            base,
+            new,
+            what=what,
+            max_increase=max_increase,
+            radius=radius,
+            tol=tol,
+            seed=seed,
+            tracker=tracker,
+            split=split,
+            samples=samples,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+        )
+    seconds = time.perf_counter() - started
+    if json_out:
+        print_json({**result.to_dict(), "base": str(base), "new": str(new), "seconds": seconds})
+    else:
+        print_compare(result.deltas, base.name, new.name, seconds)
+    if not result.passed:
+        raise typer.Exit(1)
