@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .check.compare import Delta
+from .check.compare import MEASURES, Delta
 from .check.gates import GateResult
 from .eos.measure import EosResult
 from .eos.run import RunEdges
@@ -231,15 +231,21 @@ def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: 
 
 def print_checks(results: list[GateResult], title: str, config: str | None, seconds: float) -> None:
     console = Console()
-    table = Table(title=f"Sharpness gates for {title}" + (f" (config: {config})" if config else ""))
-    for col in ("gate", "value", "uncertainty", "limit", "result"):
-        table.add_column(col, justify="left" if col in ("gate", "result") else "right")
+    table = Table(title=f"Sharpness gates for {title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("gate", "value", "±", "limit", "result"):
+        table.add_column(col, justify="left" if col in ("gate", "result") else "right", no_wrap=True)
+    kinds: dict[str, list[str]] = {}
     for r in results:
+        name = SHORT_NAMES[GATE_MEASURE[r.name]]
         sign = "<=" if r.bound == "max" else ">="
-        uncertainty = f"± {r.uncertainty:.2g} ({r.uncertainty_kind})" if r.uncertainty is not None else "-"
         verdict = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
-        table.add_row(r.quantity, _num(r.value), uncertainty, f"{sign} {r.limit:g}", verdict)
+        table.add_row(name, _num(r.value), "-" if r.uncertainty is None else f"{r.uncertainty:.2g}",
+                      f"{sign} {r.limit:g}", verdict)  # fmt: skip
+        kinds.setdefault(r.uncertainty_kind if r.uncertainty is not None else "exact given the seed", []).append(name)
     console.print(table)
+    console.print("±: " + "; ".join(f"{kind} ({', '.join(names)})" for kind, names in kinds.items()))
+    if config:
+        console.print(f"config: {config}")
     failed = sum(not r.passed for r in results)
     console.print(f"{len(results) - failed} of {len(results)} gates passed in {seconds:.1f} s")
 
@@ -267,7 +273,7 @@ def print_compare(rows: list[Delta], base: str, new: str, seconds: float) -> Non
     console.print(f"compared in {seconds:.1f} s; {verdict if rows[0].limit is not None else 'no --max-increase'}")
 
 
-#: Column-width names of the compared measurements.
+#: Column-width names of the measurements, and the check gate that measures each.
 SHORT_NAMES = {
     "top": "top eig",
     "bottom": "bottom eig",
@@ -275,3 +281,4 @@ SHORT_NAMES = {
     "eos": "eos ratio",
     "surface": "surface rise",
 }
+GATE_MEASURE = {gate: measure for measure, (gate, _) in MEASURES.items()}
