@@ -176,6 +176,7 @@ class Landscape:
         *,
         band: float = 0.1,
         tol: float = 1e-4,
+        max_iter: int = 200,
         seed: int | None = None,
         tracker: Tracker | None = None,
         **setting: Any,
@@ -187,6 +188,7 @@ class Landscape:
             self._setting(setting),
             band=band,
             tol=tol,
+            max_iter=max_iter,
             seed=self._seed(seed),
             optimizer_state=self.optimizer_state,
             tracker=tracker,
@@ -259,6 +261,7 @@ def load(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
     train_mode: bool = False,
+    hvp: str = "auto",
     seed: int = 0,
     model: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
@@ -276,7 +279,7 @@ def load(
         data=data_spec(data, "train", seed, data_kwargs) if data else None,
         loss=loss,
     )
-    return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode)
+    return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
 
 
 def landscape_of(
@@ -288,6 +291,7 @@ def landscape_of(
     dtype: str | torch.dtype = "float32",
     seed: int = 0,
     train_mode: bool = False,
+    hvp: str = "auto",
 ) -> Landscape:
     """A loaded checkpoint on its data, with the optimizer it records (what `load` and the commands share)."""
     problem = problem_from_checkpoint(
@@ -298,6 +302,7 @@ def landscape_of(
         device=device,
         dtype=dtype,
         train_mode=train_mode,
+        hvp=hvp,
         seed=seed,
     )
     record = ckpt.optimizer or {}
@@ -320,6 +325,7 @@ def wrap(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
     train_mode: bool = False,
+    hvp: str = "auto",
     seed: int = 0,
     split: str = "train",
 ) -> Landscape:
@@ -336,7 +342,15 @@ def wrap(
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
     problem = Problem(  # copies the module
-        model, dataset, loss, batch_size=batch_size, device=device, dtype=dtype, train_mode=train_mode, seed=seed
+        model,
+        dataset,
+        loss,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        train_mode=train_mode,
+        hvp=hvp,
+        seed=seed,
     )
     check_model_fits_data(problem.model, dataset, device, dtype)  # switches the copy to eval mode
     problem.model.train(train_mode)

@@ -102,3 +102,20 @@ def test_cuda_surface_cli_resume(tmp_path) -> None:
     with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "cut.h5") as b:
         np.testing.assert_allclose(b["train_loss"][()], a["train_loss"][()], rtol=2e-5)
         assert "cuda" in a.attrs["device"]
+
+
+def test_cuda_api_check_and_compare_match_cpu() -> None:
+    """The API on the GPU (`device="auto"` picks it): gates equal the CPU's, a self-comparison is zero."""
+    import landscape_cli as ls
+
+    path = "sample_checkpoints/resnet_digits.pt"
+    gates = {"max_top_eig": 1e9, "max_trace": 1e9, "max_surface_rise": 1e9}
+    cpu = ls.load(path, device="cpu", samples=500).check(**gates)
+    scape = ls.load(path, samples=500)
+    assert scape.problem.device.type == "cuda"
+    gpu = scape.check(**gates)
+    for gate in ("max_top_eig", "max_surface_rise"):
+        assert gpu.value(gate) == pytest.approx(cpu.value(gate), rel=1e-4), gate
+    assert gpu.value("max_trace") == pytest.approx(cpu.value("max_trace"), rel=1e-3)  # Hutch++ probes on device
+    same = ls.compare(path, path, what="top,trace,surface", samples=500, max_increase=0.0)
+    assert same.passed and all(d.change == 0.0 for d in same.deltas)

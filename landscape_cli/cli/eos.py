@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..api import landscape_of
 from ..atomic import atomic_path, refuse_existing
-from ..eos.measure import measure_checkpoint
 from ..eos.run import run_edges, summarize_run
 from ..eos.setting import OptimizerSetting
 from ..eos.store import write_eos_checkpoint, write_eos_run
@@ -17,7 +17,6 @@ from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_eos, print_eos_run, print_json
 from ..results import provenance
-from ..session import problem_from_checkpoint
 from . import common as c
 
 OPT = "Optimizer (overrides what the checkpoint or run records)"
@@ -118,31 +117,11 @@ def eos_command(
             print_eos_run(edges, summary, target.name, str(path))
     else:
         ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed)
-        record = ckpt.optimizer or {}
-        setting = OptimizerSetting.from_checkpoint(record).override(**overrides)
-        setting.rule()  # an optimizer without a formula fails before the model is loaded
-        problem = problem_from_checkpoint(
-            ckpt,
-            split=split,
-            samples=samples,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            train_mode=train_mode,
-            hvp=hvp,
-            seed=seed,
-        )
+        # an optimizer without a formula fails here, before the model and data are loaded
+        OptimizerSetting.from_checkpoint(ckpt.optimizer).override(**overrides).rule()
+        scape = landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
         with progress_bar(quiet) as tracker:
-            result = measure_checkpoint(
-                problem,
-                setting,
-                band=band,
-                tol=tol,
-                max_iter=max_iter,
-                seed=seed,
-                optimizer_state=record.get("state"),
-                tracker=tracker,
-            )
+            result = scape.eos(band=band, tol=tol, max_iter=max_iter, seed=seed, tracker=tracker, **overrides)
         with atomic_path(path, overwrite=overwrite) as tmp:
             write_eos_checkpoint(tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
         ratio = result.ratio
