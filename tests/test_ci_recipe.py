@@ -26,6 +26,8 @@ def test_shell_recipe_passes_on_the_samples_and_writes_junit(tmp_path) -> None:
     assert "3 of 3 gates passed" in done.stdout and "none sharper than allowed" in done.stdout
     cases = ET.parse(tmp_path / "reports" / "sharpness-junit.xml").getroot().iter("testcase")
     assert len(list(cases)) == 3
+    cases = ET.parse(tmp_path / "reports" / "compare-junit.xml").getroot().iter("testcase")
+    assert [c.get("name") for c in cases] == ["top", "surface"]
 
 
 def test_shell_recipe_fails_when_the_candidate_is_too_sharp(tmp_path) -> None:

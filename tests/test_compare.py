@@ -4,6 +4,7 @@ surface is swept on BASE's directions, results files compare, and bad input exit
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -79,6 +80,11 @@ def test_results_files(cli, tmp_path) -> None:
     assert code == 0 and [d["measure"] for d in out["deltas"]] == ["top", "trace"]
     code, same = compare_json(cli, tmp_path / "a.h5", tmp_path / "a.h5", "--max-increase", "0")
     assert code == 0 and all(d["change"] == 0 for d in same["deltas"])
+    junit = tmp_path / "compare.xml"
+    assert cli("compare", tmp_path / "a.h5", tmp_path / "b.h5", "--max-increase", "5%", "--junit", junit).code == 1
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    assert list(cases) == ["top", "trace"]  # one per measurement; trace is 6.9% sharper, top 3.3%
+    assert cases["top"].find("failure") is None and cases["trace"].find("failure") is not None
     result = ls.compare(tmp_path / "a.h5", tmp_path / "b.h5", what=["top"], max_increase=0.0)
     assert not result.passed and result.delta("top").base == out["deltas"][0]["base"]
     with pytest.raises(AssertionError, match=r"top Hessian eigenvalue .* sharper, more than 0%"):

@@ -17,4 +17,4 @@ mkdir -p "$reports"
 landscape check "$candidate" --config "$here/landscape.toml" --junit "$reports/sharpness-junit.xml"
 
 # Relative to the baseline: same data, seed and directions; fail when 10% sharper on either measure.
-landscape compare "$baseline" "$candidate" --what top,surface --max-increase 10%
+landscape compare "$baseline" "$candidate" --what top,surface --max-increase 10% --junit "$reports/compare-junit.xml"

@@ -1,31 +1,58 @@
-"""JUnit XML, which CI systems display: one test case per gate, a failure element when it failed."""
+"""JUnit XML, which CI systems display: one test case per gate (check) or per measurement (compare),
+a failure element for each that failed."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
+from .compare import Delta
 from .gates import GateResult
 
 
-def junit_xml(results: list[GateResult], suite: str, seconds: float) -> str:
-    failures = sum(not r.passed for r in results)
-    root = ET.Element("testsuites", tests=str(len(results)), failures=str(failures), time=f"{seconds:.3f}")
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures),
-                         errors="0", time=f"{seconds:.3f}")  # fmt: skip
+@dataclass
+class Case:
+    name: str
+    passed: bool
+    message: str
+
+
+def gate_cases(results: list[GateResult]) -> list[Case]:
+    cases = []
     for r in results:
-        case = ET.SubElement(node, "testcase", classname="landscape.check", name=r.name, time="0")
         sign = "<=" if r.bound == "max" else ">="
         message = f"{r.quantity} = {r.value:.6g} (limit {sign} {r.limit:g})"
         if r.uncertainty is not None:
             message += f", {r.uncertainty_kind} {r.uncertainty:.2g}"
-        if not r.passed:
-            ET.SubElement(case, "failure", message=message, type="SharpnessGate").text = message
-        ET.SubElement(case, "system-out").text = message
+        cases.append(Case(r.name, r.passed, message))
+    return cases
+
+
+def delta_cases(deltas: list[Delta]) -> list[Case]:
+    cases = []
+    for d in deltas:
+        message = f"{d.quantity}: {d.base:.6g} -> {d.new:.6g}, {100 * d.sharper_by:+.2f}% sharper"
+        if d.limit is not None:
+            message += f" (limit {100 * d.limit:.3g}%)"
+        cases.append(Case(d.measure, d.passed, message))
+    return cases
+
+
+def junit_xml(cases: list[Case], suite: str, seconds: float, classname: str = "landscape.check") -> str:
+    failures = sum(not c.passed for c in cases)
+    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures), time=f"{seconds:.3f}")
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
+                         errors="0", time=f"{seconds:.3f}")  # fmt: skip
+    for c in cases:
+        case = ET.SubElement(node, "testcase", classname=classname, name=c.name, time="0")
+        if not c.passed:
+            ET.SubElement(case, "failure", message=c.message, type="SharpnessGate").text = c.message
+        ET.SubElement(case, "system-out").text = c.message
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
-def write_junit(path: Path, results: list[GateResult], suite: str, seconds: float, overwrite: bool = True) -> None:
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(junit_xml(results, suite, seconds))
+def write_junit(path: Path, cases: list[Case], suite: str, seconds: float, classname: str = "landscape.check") -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(junit_xml(cases, suite, seconds, classname))

@@ -11,7 +11,7 @@ import typer
 from ..api import landscape_of
 from ..check.config import load_config
 from ..check.gates import KINDS, validate_limits
-from ..check.junit import write_junit
+from ..check.junit import gate_cases, write_junit
 from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_checks, print_json
@@ -122,7 +122,7 @@ def check_command(
     results, measured = check.gates, check.measured
     seconds = time.perf_counter() - started
     if junit is not None:
-        write_junit(junit, results, f"landscape check {checkpoint.name}", seconds)
+        write_junit(junit, gate_cases(results), f"landscape check {checkpoint.name}", seconds)
     passed = all(r.passed for r in results)
     if json_out:
         print_json(

@@ -11,6 +11,7 @@ import typer
 
 from ..api import compare
 from ..check.compare import MEASURES
+from ..check.junit import delta_cases, write_junit
 from ..progress import progress_bar
 from ..report import print_compare, print_json
 from . import common as c
@@ -39,6 +40,12 @@ def compare_command(
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     seed: c.SeedOpt = 0,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="Also write JUnit XML (one test case per measurement).", rich_help_panel=c.OUTPUT_PANEL
+        ),
+    ] = None,
     json_out: c.JsonOpt = False,
     quiet: c.QuietOpt = False,
 ) -> None:
@@ -63,6 +70,9 @@ def compare_command(
             dtype=dtype,
         )
     seconds = time.perf_counter() - started
+    if junit is not None:
+        write_junit(junit, delta_cases(result.deltas), f"landscape compare {base.name} {new.name}", seconds,
+                    "landscape.compare")  # fmt: skip
     if json_out:
         print_json({**result.to_dict(), "base": str(base), "new": str(new), "seconds": seconds})
     else:
