@@ -36,37 +36,16 @@ import argparse
 import os
 import sys
 
-# Read when the process starts, so the script sets them and starts itself again. They apply to every
-# contestant alike.
-ENV = {
-    # glibc: keep freed activation buffers instead of returning them to the OS and faulting them back
-    # in on the next call. glibc ignores an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2) on 64-bit.
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30),
-    "MALLOC_TOP_PAD_": str(256 * 2**20),
-    # NumPy/SciPy's OpenBLAS threads spin after each BLAS call inside ARPACK and take the cores from
-    # torch's threads: with them, curvlinops' HVPs inside eigsh took twice as long as alone on the
-    # 300k model. One BLAS thread; torch's own thread count is --threads.
-    "OPENBLAS_NUM_THREADS": "1",
-}
-
-
-def _reexec_with_env() -> None:
-    if all(os.environ.get(k) == v for k, v in ENV.items()):
-        return
-    os.environ.update(ENV)
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
+from _harness import ENV, git_state, json_default, log, machine, reexec_with_env, versions
 
 if __name__ == "__main__":
-    _reexec_with_env()
+    reexec_with_env()
 
 # ruff: noqa: E402 - the imports follow the re-exec on purpose
 import copy
 import datetime
 import hashlib
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -109,10 +88,6 @@ DEFAULTS = {
     "curvlinops": {"tol": 0.0},
 }
 BIG_MODEL = {"name": "mlp", "kwargs": {"widths": [64, 512, 512, 10]}}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # -- peers ------------------------------------------------------------------------------------------
@@ -775,15 +750,17 @@ def main() -> None:
     log(f"torch {torch.__version__}, {threads} threads, load average {load_before[0]:.2f}")
     results: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": {
-            "cpu": _cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": threads,
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-        },
-        "versions": _versions(),
-        "git": _git(),
+        "machine": machine(threads, load_before),
+        "versions": versions(
+            {
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "scipy": scipy.__version__,
+                "landscape_cli": landscape_cli.__version__,
+            },
+            ("pyhessian", "curvlinops-for-pytorch"),
+        ),
+        "git": git_state(),
         "env": ENV,
         "settings": {
             "target_error": TARGET_ERROR,
@@ -808,55 +785,12 @@ def main() -> None:
     results["machine"]["load_average_after"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=_json_default))
+    args.out.write_text(json.dumps(results, indent=1, default=json_default))
     tables = markdown(results)
     args.out.with_suffix(".md").write_text(tables)
     print()
     print(tables)
     log(f"done in {results['seconds']:.0f} s; wrote {args.out} and {args.out.with_suffix('.md')}")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _git() -> dict[str, Any]:
-    import subprocess
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty_files": git("status", "--porcelain").splitlines()}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    out["scipy"] = scipy.__version__
-    out["landscape_cli"] = landscape_cli.__version__
-    for dist in ("pyhessian", "curvlinops-for-pytorch"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "missing"
-    return out
 
 
 if __name__ == "__main__":

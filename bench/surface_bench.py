@@ -33,35 +33,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-# Read when the process starts, so the script sets them and starts itself again (the same settings
-# as bench/spectrum_bench.py; they apply to every contestant alike).
-ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30),
-    "MALLOC_TOP_PAD_": str(256 * 2**20),
-    "OPENBLAS_NUM_THREADS": "1",
-}
-
-
-def _reexec_with_env() -> None:
-    if all(os.environ.get(k) == v for k, v in ENV.items()):
-        return
-    os.environ.update(ENV)
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
+from _harness import ENV, git_state, json_default, log, machine, reexec_with_env, versions
 
 if __name__ == "__main__":
-    _reexec_with_env()
+    reexec_with_env()
 
 # ruff: noqa: E402 - the imports follow the re-exec on purpose
 import copy
 import datetime
 import json
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -104,10 +86,6 @@ LI_BATCH = 128
 SANITY_RTOL = 1e-5
 TARGET_LI = 2.0  # ours at least 2x the Li-style loop
 TARGET_FLOOR = 1.15  # ours per point within 1.15x of one forward pass
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # -- the Li-style loop ------------------------------------------------------------------------------
@@ -654,15 +632,17 @@ def main() -> None:
     log(f"torch {torch.__version__}, {threads} threads, load average {load_before[0]:.2f}")
     results: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": {
-            "cpu": _cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": threads,
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-        },
-        "versions": _versions(),
-        "git": _git(),
+        "machine": machine(threads, load_before),
+        "versions": versions(
+            {
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "landscape_cli": landscape_cli.__version__,
+                "h5py": h5py.__version__,
+            },
+            ("loss-landscapes",),
+        ),
+        "git": git_state(),
         "env": ENV,
         "settings": {
             "grids": grids,
@@ -689,7 +669,7 @@ def main() -> None:
     results["machine"]["load_average_after"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=_json_default))
+    args.out.write_text(json.dumps(results, indent=1, default=json_default))
     tables = markdown(results)
     args.out.with_suffix(".md").write_text(tables)
     print()
@@ -698,47 +678,6 @@ def main() -> None:
         f"done in {results['seconds']:.0f} s (load average {load_before[0]:.2f} before, "
         f"{results['machine']['load_average_after'][0]:.2f} after); wrote {args.out} and {args.out.with_suffix('.md')}"
     )
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _git() -> dict[str, Any]:
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty_files": git("status", "--porcelain").splitlines()}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    out["landscape_cli"] = landscape_cli.__version__
-    out["h5py"] = h5py.__version__
-    for dist in ("loss-landscapes",):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "missing"
-    return out
 
 
 if __name__ == "__main__":
