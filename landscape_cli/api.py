@@ -223,13 +223,17 @@ class Landscape:
         )
         if not radius > 0:
             raise LandscapeError(f"--radius must be positive, got {radius}")
+        return self._judge(limits, radius, tol, self._seed(seed), tracker, surface_dirs, surface_out, setting)
+
+    def _judge(self, limits, radius, tol, seed, tracker, surface_dirs, surface_out, setting) -> CheckResult:
+        """`check` on validated limits (what `compare` calls, with limits that always pass)."""
         optimizer = self._setting(setting) if "max_eos_ratio" in limits else None
         gates, measured = run_checks(
             self.checkpoint,
             self.problem,
             limits,
             radius=radius,
-            seed=self._seed(seed),
+            seed=seed,
             tol=tol,
             setting=optimizer,
             optimizer_state=self.optimizer_state,
@@ -472,9 +476,7 @@ def compare(
     NEW's surface on BASE's directions) or two results files (spectrum, surface or eos files of the same
     kind). `what`: top, bottom, trace, eos, surface (default top,surface for models, what the files hold
     otherwise). `max_increase`: 0.1 or '10%', how much sharper NEW may be. `load_options` go to `load`."""
-    limit = max_increase if isinstance(max_increase, float | int) else parse_increase(max_increase)
-    if limit is not None and not (limit >= 0 and limit != float("inf")):
-        raise LandscapeError(f"--max-increase must be a finite non-negative amount, got {max_increase}")
+    limit = parse_increase(max_increase)
     names = (what if isinstance(what, str) else ",".join(what)) if what is not None else None
     if _is_model(base) != _is_model(new):
         model, other = (base, new) if _is_model(base) else (new, base)
@@ -514,21 +516,7 @@ def _name(item: Landscape | str | Path) -> str:
 def _measure(scape, measures, radius, tol, seed, tracker, dirs, out) -> tuple[dict[str, float], dict[str, str]]:
     """The requested measurements, through the gates of `check` with limits that always pass."""
     limits = {MEASURES[m][0]: (float("inf") if MEASURES[m][1] else float("-inf")) for m in measures}
-    setting = scape._setting({}) if "eos" in measures else None
-    gates, _ = run_checks(
-        scape.checkpoint,
-        scape.problem,
-        limits,
-        radius=radius,
-        seed=seed,
-        tol=tol,
-        setting=setting,
-        optimizer_state=scape.optimizer_state,
-        tracker=tracker,
-        surface_dirs=dirs,
-        surface_out=out,
-    )
-    by_gate = {g.name: g for g in gates}
+    by_gate = {g.name: g for g in scape._judge(limits, radius, tol, seed, tracker, dirs, out, {}).gates}
     values = {m: by_gate[MEASURES[m][0]].value for m in measures}
     quantities = {m: by_gate[MEASURES[m][0]].quantity for m in measures}
     return values, quantities

@@ -43,12 +43,15 @@ def parse_measures(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def parse_increase(text: str | None) -> float | None:
-    """'10%' or '0.1' -> 0.1."""
+def parse_increase(text: str | float | None) -> float | None:
+    """'10%', '0.1' or 0.1 -> 0.1."""
     if text is None:
         return None
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        if isinstance(text, str):
+            value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        else:
+            value = float(text)
     except ValueError:
         raise LandscapeError(
             f"--max-increase takes a percentage like 10% or a fraction like 0.1, got '{text}'"

@@ -75,15 +75,22 @@ def _finite(values: np.ndarray | None) -> bool:
     return values is not None and bool(np.isfinite(values).any())
 
 
-def draw_loss_panel(ax: Axes, log: TrainLogData, log_scale: bool = False) -> None:
+def _draw_train_and_eval(ax: Axes, log: TrainLogData, metric: str) -> None:
+    """The mini-batch curve of `metric` (thin when full evaluations exist) and the evaluated train and
+    test points (`train_<metric>`, `test_<metric>`)."""
     train, ev = log.table("train"), log.table("eval")
-    if _finite(train.get("loss")):
+    if _finite(train.get(metric)):
         thin = log.rows("eval") > 0
-        ax.plot(train["step"], train["loss"], lw=0.8 if thin else 1.4, alpha=0.55 if thin else 1.0,
+        ax.plot(train["step"], train[metric], lw=0.8 if thin else 1.4, alpha=0.55 if thin else 1.0,
                 color="C0", label="train (mini-batch)")  # fmt: skip
-    for column, colour, text in (("train_loss", "C0", "train (full)"), ("test_loss", "C1", "test")):
+    for split, colour, text in (("train", "C0", "train (full)"), ("test", "C1", "test")):
+        column = f"{split}_{metric}"
         if _finite(ev.get(column)):
             ax.plot(ev["step"], ev[column], "o-", ms=3.5, lw=1.4, color=colour, label=text)
+
+
+def draw_loss_panel(ax: Axes, log: TrainLogData, log_scale: bool = False) -> None:
+    _draw_train_and_eval(ax, log, "loss")
     if log_scale:
         ax.set_yscale("log")
     ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
@@ -91,14 +98,7 @@ def draw_loss_panel(ax: Axes, log: TrainLogData, log_scale: bool = False) -> Non
 
 
 def draw_accuracy_panel(ax: Axes, log: TrainLogData) -> None:
-    train, ev = log.table("train"), log.table("eval")
-    if _finite(train.get("accuracy")):
-        thin = log.rows("eval") > 0
-        ax.plot(train["step"], train["accuracy"], lw=0.8 if thin else 1.4, alpha=0.55 if thin else 1.0,
-                color="C0", label="train (mini-batch)")  # fmt: skip
-    for column, colour, text in (("train_accuracy", "C0", "train (full)"), ("test_accuracy", "C1", "test")):
-        if _finite(ev.get(column)):
-            ax.plot(ev["step"], ev[column], "o-", ms=3.5, lw=1.4, color=colour, label=text)
+    _draw_train_and_eval(ax, log, "accuracy")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy")
 
