@@ -15,6 +15,7 @@ The commands are built on these objects (`check`, `compare`) and on the same com
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,10 +40,11 @@ from .checkpoint import LOSSES, Checkpoint, load_checkpoint
 from .eos.measure import EosResult, measure_checkpoint
 from .eos.setting import OptimizerSetting
 from .errors import LandscapeError
+from .limits import memory_limit
 from .problem import Problem
 from .progress import Tracker
 from .session import check_model_fits_data, problem_from_checkpoint, resolve_device, resolve_dtype
-from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum
+from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum, validate_lanczos
 from .surface import SurfaceOptions, SurfaceResult, compute_surface
 from .zoo.data import Dataset, data_spec
 from .zoo.models import model_spec
@@ -221,8 +223,9 @@ class Landscape:
                 "max_surface_rise": max_surface_rise,
             }
         )
-        if not radius > 0:
-            raise LandscapeError(f"--radius must be positive, got {radius}")
+        if not 0 < radius < math.inf:
+            raise LandscapeError(f"--radius must be positive and finite, got {radius}")
+        validate_lanczos(tol, 200)
         return self._judge(limits, radius, tol, self._seed(seed), tracker, surface_dirs, surface_out, setting)
 
     def _judge(self, limits, radius, tol, seed, tracker, surface_dirs, surface_out, setting) -> CheckResult:
@@ -272,18 +275,26 @@ def load(
     data: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
     loss: str | None = None,
+    trust_remote_code: bool = False,
+    max_memory: str | int | None = None,
 ) -> Landscape:
     """A checkpoint on its own data (or `split` of it, or a seeded subset of `samples`). `model`, `data`
-    and `loss` describe a foreign checkpoint (a bare state_dict) or override the recorded ones."""
+    and `loss` describe a foreign checkpoint (a bare state_dict) or override the recorded ones.
+
+    An entry point the file records as its model or data (code, e.g. 'mypkg.nets:build') is imported only
+    when you name a model or data here, or pass `trust_remote_code=True`. `max_memory` ('64G') refuses
+    models and data estimated to need more (default: 80% of RAM)."""
     if loss is not None and loss not in LOSSES:
         raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
-    ckpt = load_checkpoint(
-        path,
-        model=model_spec(model, model_kwargs) if model else None,
-        data=data_spec(data, "train", seed, data_kwargs) if data else None,
-        loss=loss,
-    )
-    return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
+    with memory_limit(max_memory):
+        ckpt = load_checkpoint(
+            path,
+            model=model_spec(model, model_kwargs) if model else None,
+            data=data_spec(data, "train", seed, data_kwargs) if data else None,
+            loss=loss,
+            trust_remote_code=trust_remote_code,
+        )
+        return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
 
 
 def landscape_of(
@@ -484,9 +495,10 @@ def compare(
             f"compare takes two checkpoints or two results files; got {_name(model)} (a model) and {other}"
         )
     if _is_model(base):
-        measures = parse_measures(names or "top,surface")
-        if not radius > 0:
-            raise LandscapeError(f"--radius must be positive, got {radius}")
+        measures = parse_measures(names if names is not None else "top,surface")
+        if not 0 < radius < math.inf:
+            raise LandscapeError(f"--radius must be positive and finite, got {radius}")
+        validate_lanczos(tol, 200)
         base_scape = base if isinstance(base, Landscape) else load(base, seed=seed, **load_options)
         with tempfile.TemporaryDirectory() as tmp:
             surface = Path(tmp) / "base_surface.h5"  # NEW is swept on BASE's directions
@@ -495,7 +507,7 @@ def compare(
             new_scape = new if isinstance(new, Landscape) else load(new, seed=seed, **load_options)
             new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None)
     else:
-        measures = parse_measures(names) if names else default_measures_of_files(Path(base))
+        measures = parse_measures(names) if names is not None else default_measures_of_files(Path(base))
         base_kind, base_values, quantities = measures_of_file(Path(base), measures)
         new_kind, new_values, _ = measures_of_file(Path(new), measures)
         if base_kind != new_kind:

@@ -1,22 +1,34 @@
-"""Write files so that a reader never sees half of one and a failure leaves nothing behind."""
+"""Write files so that a reader never sees half of one and a failure leaves nothing behind, and check every
+output before any work is done: writable, not a directory, not one of the command's inputs, not an
+existing file unless the user said --overwrite, and not being written by another run at the same time.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import LandscapeError
+from .locks import exclusive
+from .signals import sigterm_raises
+
+#: Longest file name we create: the output's name inside a temporary name (".{name}.{pid}.{random}.tmp").
+_TEMP_OVERHEAD = 32
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
-    The temporary file lives in the target's directory so the final rename is atomic on POSIX.
-    On any exception (Ctrl-C included) the temporary file is removed and `target` is untouched.
+    The temporary file lives in the target's directory so the final rename is atomic on POSIX; it is
+    created exclusively (never through a planted link), and its name carries our process id so that
+    a later run can remove what a killed one left. On any exception (Ctrl-C and SIGTERM included) the
+    temporary file is removed and `target` is untouched.
     """
     target = Path(target)
     check_writable(target)
@@ -26,16 +38,18 @@ def atomic_path(target: str | os.PathLike[str], overwrite: bool = True) -> Itera
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LandscapeError(f"cannot create the directory of {target}: {exc.strerror or exc}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the final file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    remove_stale_temporaries(target)
+    with sigterm_raises():
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the final file the usual permissions
+            yield tmp
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _umask() -> int:
@@ -44,21 +58,107 @@ def _umask() -> int:
     return mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files of `target` left by processes that no longer exist (killed with -9)."""
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(\d+)\.[^/]+\.tmp")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        found = pattern.fullmatch(name)
+        if found and not _pid_alive(int(found.group(1))):
+            with contextlib.suppress(OSError):
+                leftover = target.parent / name
+                if stat.S_ISREG(os.lstat(leftover).st_mode):
+                    leftover.unlink()
+
+
 def check_writable(path: Path) -> None:
-    """Fail when `path` could never become a file: it is a directory, or a parent is a file."""
+    """Fail when `path` could never become a file: empty, a directory, a parent that is a file or that this
+    user cannot write, or a name too long for the file system."""
+    if str(path) in ("", ".") or not path.name:
+        raise LandscapeError(f"'{path}' is not a file name; give a path such as results.h5")
     if path.is_dir():
         raise LandscapeError(f"{path} is a directory; give a file name")
+    if path.exists() and not path.is_file() and not path.is_symlink():
+        raise LandscapeError(f"{path} exists and is not a regular file; choose another output")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a dangling link: mkdir would fail on it
+            raise LandscapeError(f"cannot write {path}: {parent} is a broken symbolic link")
         parent = parent.parent
-    if parent.exists() and not parent.is_dir():
+    if not parent.is_dir():
         raise LandscapeError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LandscapeError(f"cannot write {path}: no permission to write in {parent}")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    if len(path.name.encode()) + _TEMP_OVERHEAD > name_max:
+        raise LandscapeError(f"cannot write {path}: the file name is too long")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when `a` and `b` name one file (through links, '..' or hard links)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
+
+
+def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwrite: bool) -> None:
+    """Fail before any work when an output could not be written, is one of the inputs (never replaced, even
+    with --overwrite), would clobber a file without --overwrite, or is named twice."""
+    sources = [p for p in inputs if p is not None]
+    for i, path in enumerate(outputs):
+        check_writable(path)
+        for source in sources:
+            if same_file(path, source) or _inside(source, path):
+                raise LandscapeError(f"the output {path} is one of the inputs ({source}); choose another output")
+        for other in outputs[:i]:
+            if same_file(path, other):
+                raise LandscapeError(f"two outputs would both be written to {path}; choose another output")
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise LandscapeError(f"{path} exists; pass --overwrite to replace it, or choose another output")
+
+
+def _inside(source: Path, output: Path) -> bool:
+    """An input directory (a run directory) is an input too: an output may not replace it or a parent of it."""
+    if not source.is_dir():
+        return False
+    src = os.path.realpath(source)
+    out = os.path.realpath(os.path.abspath(output))
+    return src == out or src.startswith(out.rstrip(os.sep) + os.sep)
+
+
+@contextlib.contextmanager
+def claim_outputs(
+    outputs: Sequence[Path], inputs: Iterable[Path | None] = (), overwrite: bool = False
+) -> Iterator[None]:
+    """Check the outputs, then hold an exclusive lock on each for the block (a second writer is refused at
+    once), checking them again under the lock, where another run may just have written one."""
+    sources = list(inputs)
+    check_outputs(outputs, sources, overwrite)
+    with exclusive(list(outputs)):
+        check_outputs(outputs, sources, overwrite)
+        yield
 
 
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     """Fail before any work is done when an output would clobber a file the user did not offer,
     or could not be written at all."""
-    for path in paths:
-        check_writable(path)
-        if path.exists() and not overwrite:
-            raise LandscapeError(f"{path} exists; pass --overwrite to replace it, or choose --out")
+    check_outputs(paths, (), overwrite)

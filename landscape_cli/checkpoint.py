@@ -9,7 +9,6 @@ load too when the caller supplies the model spec.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import pickle
 import re
 import zipfile
@@ -23,6 +22,8 @@ from torch import nn
 from ._version import __version__
 from .atomic import atomic_path
 from .errors import LandscapeError
+from .files import file_sha256, require_regular_file, verify_archive
+from .metadata import validate_metadata
 from .zoo.models import build_model
 
 FORMAT = "landscape-checkpoint"
@@ -52,6 +53,23 @@ class Checkpoint:
     path: Path | None = None
     sha256: str | None = None
     native: bool = True
+    #: Entry points the file names that nobody vouched for ("model"/"data" -> "pkg.module:fn"): data, not
+    #: code, until the user names a model or data source or passes trust_remote_code.
+    untrusted: dict[str, str] = field(default_factory=dict)
+
+    def spec(self, what: str) -> dict[str, Any]:
+        """The model or data spec to build from: refused when missing, or when it names code that the file
+        recorded and the user did not vouch for."""
+        require(self, what)
+        if what in self.untrusted:
+            option = "--model" if what == "model" else "--data"
+            entry = self.untrusted[what]
+            raise LandscapeError(
+                f"{self.path} names the {what} entry point '{entry}', and landscape runs no code named in a file: "
+                f"pass {option} {entry} (or another {what}) to run it, or --trust-remote-code to trust the "
+                "entry points this file names"
+            )
+        return getattr(self, what)
 
     @property
     def n_params(self) -> int:
@@ -85,19 +103,9 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = True) 
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read(path: Path) -> Any:
-    if not path.exists():
-        raise LandscapeError(f"file not found: {path}")
-    if path.is_dir():
-        raise LandscapeError(f"{path} is a directory, not a checkpoint file")
+    require_regular_file(path, "checkpoint file")
+    verify_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -139,11 +147,16 @@ def load_checkpoint(
     model: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     loss: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Checkpoint:
-    """Read a native or foreign checkpoint; `model`, `data`, `loss` override what the file says."""
+    """Read a native or foreign checkpoint; `model`, `data`, `loss` override what the file says.
+
+    An entry point the file records as its model or data is kept as data and marked untrusted, so that
+    building from it is refused (`Checkpoint.spec`), unless `trust_remote_code`."""
     path = Path(path)
     raw = _read(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        validate_metadata(raw, path)
         version = int(raw.get("format_version", 0))
         if version > FORMAT_VERSION:
             raise LandscapeError(
@@ -172,10 +185,11 @@ def load_checkpoint(
         ckpt = Checkpoint(state_dict=_foreign_state_dict(raw, path), format_version=None, native=False)
     ckpt.path = path
     ckpt.sha256 = file_sha256(path)
-    if model is not None:
-        ckpt.model = model
-    if data is not None:
-        ckpt.data = data
+    for what, given in (("model", model), ("data", data)):
+        if given is not None:
+            setattr(ckpt, what, given)
+        elif not trust_remote_code and isinstance(getattr(ckpt, what), dict) and "entrypoint" in getattr(ckpt, what):
+            ckpt.untrusted[what] = str(getattr(ckpt, what)["entrypoint"])
     if loss is not None:
         ckpt.loss = loss
     if ckpt.loss is not None and ckpt.loss not in LOSSES:
@@ -204,10 +218,14 @@ def require(ckpt: Checkpoint, what: str) -> None:
 
 
 def instantiate(ckpt: Checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Build the model and load the weights, naming every key that does not fit."""
-    require(ckpt, "model")
-    assert ckpt.model is not None
-    module = build_model(ckpt.model)
+    """Build the model and load the weights, naming every key that does not fit.
+
+    A built-in model is first built without memory (on the meta device) and checked against the
+    weights, so that a spec asking for a huge network next to small weights costs nothing."""
+    spec = ckpt.spec("model")
+    if "name" in spec:
+        check_fit(build_model(spec, device="meta"), ckpt.state_dict, ckpt.path)
+    module = build_model(spec)
     check_fit(module, ckpt.state_dict, ckpt.path)
     module.load_state_dict(ckpt.state_dict, strict=True)
     # Eval mode by default: a stray forward pass in train mode would move BatchNorm's statistics.
@@ -222,6 +240,11 @@ def check_fit(module: nn.Module, state: dict[str, torch.Tensor], source: Path | 
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    misshaped += [
+        f"{k} is {str(state[k].dtype).removeprefix('torch.')}, the model's {str(v.dtype).removeprefix('torch.')}"
+        for k, v in expected.items()
+        if k in state and state[k].is_floating_point() != v.is_floating_point()
     ]
     if missing or unexpected or misshaped:
         parts = []

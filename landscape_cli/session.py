@@ -77,13 +77,12 @@ def problem_from_checkpoint(
     seed: int = 0,
 ) -> Problem:
     """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset."""
-    require(ckpt, "model")
-    require(ckpt, "data")
+    ckpt.spec("model")
+    spec = dict(ckpt.spec("data"))
     require(ckpt, "loss")
-    assert ckpt.data is not None and ckpt.loss is not None
+    assert ckpt.loss is not None
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
-    spec = dict(ckpt.data)
     if split is not None:
         spec["split"] = split
     data = load_data(spec)

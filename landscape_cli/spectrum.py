@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from .errors import LandscapeError
+from .limits import require_memory
 from .linalg import (
     DensityResult,
     LanczosResult,
@@ -48,16 +50,31 @@ class SpectrumOptions:
             raise LandscapeError(
                 f"--top-k {self.top_k} plus --bottom-k {self.bottom_k} exceeds the number of parameters ({n_params})"
             )
-        if not 0 < self.tol < 1:
-            raise LandscapeError(f"--tol must lie in (0, 1), got {self.tol}")
-        if self.max_iter < 1 or (n_params is not None and self.max_iter < self.top_k + self.bottom_k):
+        validate_lanczos(self.tol, self.max_iter)
+        if n_params is not None and self.max_iter < self.top_k + self.bottom_k:
             raise LandscapeError(f"--max-iter {self.max_iter} is below the number of eigenvalues asked for")
-        if self.trace and self.trace_hvps < 6:
-            raise LandscapeError(f"--trace-hvps must be at least 6, got {self.trace_hvps}")
-        if self.density and (self.density_runs < 1 or self.density_steps < 2):
+        if not 6 <= self.trace_hvps <= MAX_MATVECS:
+            raise LandscapeError(f"--trace-hvps must be at least 6 and at most {MAX_MATVECS:,}, got {self.trace_hvps}")
+        if not (1 <= self.density_runs <= MAX_MATVECS and 2 <= self.density_steps <= MAX_MATVECS):
             raise LandscapeError("--density-runs must be at least 1 and --density-steps at least 2")
-        if self.density_sigma is not None and self.density_sigma <= 0:
-            raise LandscapeError(f"--density-sigma must be positive, got {self.density_sigma}")
+        if self.density_sigma is not None and not 0 < self.density_sigma < math.inf:
+            raise LandscapeError(f"--density-sigma must be positive and finite, got {self.density_sigma}")
+        if n_params is not None:
+            # the Lanczos basis (and the density's) in float64 at most
+            steps = max(self.max_iter if self.top_k + self.bottom_k else 0, self.density_steps if self.density else 0)
+            require_memory(f"a Lanczos basis of {steps} vectors of {n_params:,} parameters", 8.0 * steps * n_params)
+
+
+#: Matrix-vector products one option may ask for, at most (a guard against typos such as 1e9).
+MAX_MATVECS = 1_000_000
+
+
+def validate_lanczos(tol: float, max_iter: int) -> None:
+    """The Lanczos options every command shares."""
+    if not 0 < tol < 1:
+        raise LandscapeError(f"--tol must lie in (0, 1), got {tol}")
+    if not 1 <= max_iter <= MAX_MATVECS:
+        raise LandscapeError(f"--max-iter must be at least 1 and at most {MAX_MATVECS:,}, got {max_iter}")
 
 
 @dataclass

@@ -58,6 +58,7 @@ def bad(tmp_path_factory, mlp_ckpt):
     (d / "a_directory.pt").mkdir()
     (d / "results_dir.h5").mkdir()
     (d / "plainfile").write_text("x")
+    os.mkfifo(d / "fifo.h5")
     return d
 
 
@@ -127,10 +128,7 @@ CASES = {
     "non-integer option": (["{mlp}", "--top-k", "many"], ["--top-k", "landscape spectrum --help"]),
     "unknown option": (["{mlp}", "--frobnicate"], ["No such option", "--frobnicate"]),
     "missing checkpoint argument": ([], ["Missing argument", "landscape spectrum --help"]),
-    "--out is a directory": (
-        ["{mlp}", "--out", "{bad}/results_dir.h5", "--overwrite"],
-        ["results_dir.h5 is a directory"],
-    ),
+    "--out is a FIFO": (["{mlp}", "--out", "{bad}/fifo.h5", "--overwrite"], ["fifo.h5", "not a regular file"]),
     "--out below a file": (["{mlp}", "--out", "{bad}/plainfile/res.h5"], ["plainfile is not a directory"]),
 }
 
@@ -236,9 +234,10 @@ def test_failure_while_writing_leaves_old_files_and_no_temp_files(cli, mlp_ckpt,
     (tmp_path / "mlp_digits.spectrum.h5").write_bytes(b"old results")
     (tmp_path / "mlp_digits.spectrum.png").write_bytes(b"old figure")
     result = cli("spectrum", mlp_ckpt, "--overwrite", *FAST)
-    assert result.code == 1  # not the user's fault: an internal error, still one line
+    assert result.code == 3  # not the user's fault: an internal error, still one line
     assert result.error_lines == [
-        "error: internal error: RuntimeError: disk full (set LANDSCAPE_DEBUG=1 for the traceback and please report it)"
+        "error: internal error: RuntimeError: disk full (run again with --debug for the traceback, and please "
+        "report it)"
     ]
     assert "Traceback" not in result.err
     assert listing(tmp_path) == {"mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}

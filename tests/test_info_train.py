@@ -213,6 +213,12 @@ def test_train_refuses_a_non_empty_run_directory(cli, tmp_path):
     (run / "notes.txt").write_text("mine")
     assert_user_error(cli("train", "--out", run, *TINY), "run directory", "not empty", "--overwrite")
     assert listing(run) == {"notes.txt"}
+    # --overwrite replaces only a run directory of ours: notes.txt is not something landscape wrote
+    assert_user_error(cli("train", "--out", run, *TINY, "--overwrite"), "notes.txt", "landscape did not write")
+    assert listing(run) == {"notes.txt"}
+    (run / "notes.txt").unlink()
+    assert cli("train", "--out", run, *TINY).code == 0
+    (run / "final.surface1d.h5").write_bytes(b"a surface made from the run")
     result = cli("train", "--out", run, *TINY, "--overwrite")
     assert result.code == 0, result.err
     assert listing(run) == {"final.pt", "train.h5"}
@@ -268,7 +274,7 @@ def test_interrupted_train_keeps_the_checkpoints_it_wrote(cli, tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--lr", "0"], ["--lr must be positive, got 0.0"]),
+        (["--lr", "0"], ["--lr must be positive and finite, got 0.0"]),
         (["--lr", "-0.1"], ["--lr must be positive"]),
         (["--batch-size", "abc"], ["--batch-size must be a positive integer or 'full', got 'abc'"]),
         (["--batch-size", "0"], ["--batch-size must be at least 1"]),

@@ -381,7 +381,7 @@ def test_a_failure_midway_leaves_no_file(cli, files, tmp_path, monkeypatch):
     monkeypatch.setattr(plot_module, "figure_2d", failing)
     monkeypatch.chdir(tmp_path)
     result = cli("plot", files.surf2d)
-    assert result.code == 1 and "boom" in result.err
+    assert result.code == 3 and "internal error" in result.err and "boom" in result.err
     assert listing(tmp_path) == set()
 
 

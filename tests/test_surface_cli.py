@@ -118,7 +118,7 @@ def flat(arrays: dict[str, np.ndarray], problem) -> torch.Tensor:
 def problem(path: Path, **kw):
     kw.setdefault("device", "cpu")
     loss = kw.pop("loss", None)
-    return problem_from_checkpoint(load_checkpoint(path, loss=loss), **kw)
+    return problem_from_checkpoint(load_checkpoint(path, loss=loss, trust_remote_code=True), **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -915,10 +915,11 @@ def test_parallel_interpolation_plane_is_refused(cli, tmp_path):
 
 def test_zero_norm_random_direction(cli, tmp_path, user_models):
     """A model whose every tensor is a vector: under --ignore biasbn nothing would move."""
-    result = cli("surface", user_models.vectors, "--out", tmp_path / "v.h5", "--quiet")
+    result = cli("surface", user_models.vectors, "--out", tmp_path / "v.h5", "--quiet", "--trust-remote-code")
     assert_user_error(result, "zero norm", "--ignore none")
     assert listing(tmp_path) == set()
-    payload = surface(cli, user_models.vectors, "--ignore", "none", "--x", "-0.5:0.5:3", "--out", tmp_path / "v.h5")
+    payload = surface(cli, user_models.vectors, "--ignore", "none", "--x", "-0.5:0.5:3", "--out", tmp_path / "v.h5",
+                      "--trust-remote-code")  # fmt: skip
     assert payload["nonfinite_points"] == 0
 
 
@@ -1001,7 +1002,7 @@ def test_train_mode_with_dropout_is_one_point_per_pass_with_fixed_masks(cli, tmp
     ckpt = Checkpoint(state_dict=net.state_dict(), model=spec, data=data_spec("digits", "train", 0, {"limit": 100}),
                       loss="cross_entropy")  # fmt: skip
     path = save_checkpoint(ckpt, tmp_path / "drop.pt")
-    grid = ["--x", "-1:1:5", "--train-mode", "--batch-size", "40"]
+    grid = ["--x", "-1:1:5", "--train-mode", "--batch-size", "40", "--trust-remote-code"]
     four = surface(cli, path, *grid, "--points-per-pass", "4", "--out", tmp_path / "four.h5")
     surface(cli, path, *grid, "--points-per-pass", "1", "--out", tmp_path / "one.h5")
     assert four["evaluation"]["points_per_pass"] == 1
@@ -1022,6 +1023,7 @@ def test_train_mode_with_dropout_is_one_point_per_pass_with_fixed_masks(cli, tmp
 def test_nan_points_along_an_interpolation(cli, tmp_path, user_models):
     out = tmp_path / "n.h5"
     result = cli("surface", user_models.centre, "--dirs", f"interp:{user_models.negative}", "--ignore", "none",
+                 "--trust-remote-code",
                  "--x", "-0.5:1.5:9", *CPU, "--out", out, "--json", "--quiet")  # fmt: skip
     assert result.code == 0, result.err
     # scale(x) = 1 - 2x: negative (sqrt -> NaN) at x = 0.75, 1, 1.25, 1.5; zero at 0.5 is fine
@@ -1041,6 +1043,7 @@ def test_nan_points_along_an_interpolation(cli, tmp_path, user_models):
 def test_nan_points_along_a_random_direction(cli, tmp_path, user_models):
     out = tmp_path / "r.h5"
     result = cli("surface", user_models.centre, "--2d", "--ignore", "none", "--x", "-1:1:5", "--y", "-1:1:5", *CPU,
+                 "--trust-remote-code",
                  "--out", out, "--quiet")  # fmt: skip
     assert result.code == 0, result.err
     f = read(out)

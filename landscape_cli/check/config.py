@@ -11,6 +11,16 @@ from ..errors import LandscapeError
 
 #: Keys a config file may set, beyond the gates themselves.
 SETTINGS = ("radius", "samples", "seed", "split", "tol", "device", "dtype")
+#: The types each key takes (gates: numbers).
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "radius": (int, float),
+    "tol": (int, float),
+    "samples": (int,),
+    "seed": (int,),
+    "split": (str,),
+    "device": (str,),
+    "dtype": (str,),
+}
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -64,4 +74,13 @@ def load_config(explicit: Path | None, start: Path) -> tuple[dict[str, Any], Pat
     unknown = [k for k in values if k not in KINDS and k not in SETTINGS]
     if unknown:
         raise LandscapeError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join([*KINDS, *SETTINGS])}")
+    for key, value in values.items():
+        wanted = SETTING_TYPES.get(key, (int, float))
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            names = " or ".join("a number" if t in (int, float) else "a string" for t in dict.fromkeys(wanted))
+            raise LandscapeError(f"{path}: {key} must be {names}, got {value!r}")
+    if "seed" in values and not 0 <= values["seed"] < 1 << 32:
+        raise LandscapeError(f"{path}: seed must lie in [0, 2^32), got {values['seed']}")
+    if "samples" in values and values["samples"] < 1:
+        raise LandscapeError(f"{path}: samples must be at least 1, got {values['samples']}")
     return values, path

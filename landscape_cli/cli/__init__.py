@@ -5,6 +5,8 @@ Errors the user can fix become one line on stderr and exit code 2; no tracebacks
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import os
 import sys
 
@@ -12,6 +14,8 @@ import typer
 
 from .._version import __version__
 from ..errors import LandscapeError
+from ..signals import Terminated
+from ..text import printable
 from . import common
 from ._compat import Abort, ClickException, Exit, NoArgsIsHelpError
 from .check import check_command
@@ -25,9 +29,10 @@ from .train import train_command
 
 app = typer.Typer(
     name="landscape",
-    help="Loss-landscape analysis of PyTorch models: Hessian spectra of checkpoints, and training that "
-    "writes self-describing checkpoints. Exit codes: 0 success, 2 bad input or usage, 130 interrupted, "
-    "1 internal error.",
+    help="Loss-landscape analysis of PyTorch models: Hessian spectra, loss surfaces and figures, the edge of "
+    "stability, sharpness gates for CI, and sharpness-aware training with self-describing checkpoints. Exit codes: "
+    "0 success, 1 a gate failed, 2 bad input or usage, 3 internal error (--debug shows the traceback), "
+    "130 interrupted, 143 terminated.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -51,44 +56,78 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an internal error (also accepted after the command)."
+    ),
 ) -> None:
     """Loss-landscape analysis of PyTorch models."""
 
 
+#: Exit codes, as `--help` and the README state them.
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+#: Errors of the environment rather than of landscape: the user can act on them (free space, permissions).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE}
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning every user error into one line and exit code 2."""
+    """Entry point. Exit codes: 0 success, 1 a gate failed (check, compare, eos --fail-above), 2 bad input or
+    usage, 3 internal error (a bug in landscape; the traceback with --debug), 130 interrupted, 143 terminated."""
     command = typer.main.get_command(app)
     argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:split] or bool(os.environ.get("LANDSCAPE_DEBUG"))
+    argv = [a for a in argv[:split] if a != "--debug"] + argv[split:]
     common.ARGV[:] = argv
     try:
-        result = command.main(args=argv, prog_name="landscape", standalone_mode=False)
+        # A context of its own: settings a command makes for its duration (the memory limit) end with it.
+        result = contextvars.copy_context().run(command.main, args=argv, prog_name="landscape", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         # Building the exception rendered the help: Typer's rich help is printed then (on stdout), plain
         # help is the message. Asking for it again would print the rich help a second time.
         message = exc.format_message()
         if message.strip():
             typer.echo(message, err=True)
-        return 2
+        return EXIT_BAD_INPUT
     except Exit as exc:
         return int(exc.exit_code)
     except ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         where = f"landscape {ctx.info_name}" if ctx is not None and ctx.info_name != "landscape" else "landscape"
-        typer.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
-        return exc.exit_code if exc.exit_code else 2
+        _error(f"{exc.format_message()} (see {where} --help)")
+        return EXIT_BAD_INPUT
     except LandscapeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
+        _error(str(exc))
+        return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Abort):
         typer.echo("interrupted", err=True)
-        return 130
-    except Exception as exc:  # a bug in landscape: one line unless the user asks for the traceback
-        if os.environ.get("LANDSCAPE_DEBUG"):
+        return EXIT_INTERRUPTED
+    except Terminated:
+        typer.echo("terminated", err=True)
+        return EXIT_TERMINATED
+    except Exception as exc:
+        if debug:
             raise
-        typer.echo(
-            f"error: internal error: {type(exc).__name__}: {exc} (set LANDSCAPE_DEBUG=1 for the traceback "
-            "and please report it)",
-            err=True,
-        )
-        return 1
-    return result if isinstance(result, int) else 0
+        known = _environment_error(exc)
+        if known is not None:
+            _error(known)
+            return EXIT_BAD_INPUT
+        # a bug in landscape: one line, and the traceback on request
+        _error(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback, and please "
+               "report it)")  # fmt: skip
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _environment_error(exc: Exception) -> str | None:
+    """A message for failures the user can fix outside landscape (memory, disk space, permissions), else None."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+        return f"out of memory ({first[:160]}); lower --batch-size or --samples, or use a larger machine"
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror}"
+    return None

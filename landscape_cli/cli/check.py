@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,12 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from ..api import landscape_of
+from ..atomic import check_outputs, claim_outputs
 from ..check.config import load_config
 from ..check.gates import KINDS, validate_limits
 from ..check.junit import gate_cases, write_junit
+from ..eos.setting import OptimizerSetting
 from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_checks, print_json
+from ..spectrum import validate_lanczos
 from . import common as c
 
 GATES = "Gates (override the config file)"
@@ -81,12 +85,23 @@ def check_command(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Seed of every random choice (default 0).", rich_help_panel=c.COMPUTE_PANEL),
+        typer.Option(
+            "--seed",
+            help="Seed of every random choice (default 0).",
+            rich_help_panel=c.COMPUTE_PANEL,
+            min=0,
+            max=c.SEED_MAX,
+        ),
     ] = None,
     junit: Annotated[
         Path | None,
         typer.Option("--junit", help="Also write JUnit XML (one test case per gate).", rich_help_panel=c.OUTPUT_PANEL),
     ] = None,
+    trust_remote_code: c.TrustOpt = False,
+    max_memory: c.MaxMemoryOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --junit file.", rich_help_panel=c.OUTPUT_PANEL)
+    ] = False,
     json_out: c.JsonOpt = False,
     quiet: c.QuietOpt = False,
 ) -> None:
@@ -112,17 +127,24 @@ def check_command(
         "device": _pick(device, settings, "device", "auto"),
         "dtype": _pick(dtype, settings, "dtype", "float32"),
     }
-    if not chosen["radius"] > 0:
-        raise LandscapeError(f"--radius must be positive, got {chosen['radius']}")
-    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"])
-    scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],
-                         chosen["seed"])  # fmt: skip
-    with progress_bar(quiet) as tracker:
-        check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr)
-    results, measured = check.gates, check.measured
-    seconds = time.perf_counter() - started
-    if junit is not None:
-        write_junit(junit, gate_cases(results), f"landscape check {checkpoint.name}", seconds)
+    if not 0 < chosen["radius"] < math.inf:
+        raise LandscapeError(f"--radius must be positive and finite, got {chosen['radius']}")
+    validate_lanczos(chosen["tol"], 200)
+    OptimizerSetting(lr=lr).validate()
+    reports = [junit] if junit is not None else []
+    inputs = [*c.named_inputs(checkpoint, model, data), *([source] if source else [])]
+    check_outputs(reports, inputs, overwrite)
+    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"], trust_remote_code,
+                             max_memory)  # fmt: skip
+    with claim_outputs(reports, inputs + c.recorded_inputs(ckpt), overwrite):
+        scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],
+                             chosen["seed"])  # fmt: skip
+        with progress_bar(quiet) as tracker:
+            check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr)
+        results, measured = check.gates, check.measured
+        seconds = time.perf_counter() - started
+        if junit is not None:
+            write_junit(junit, gate_cases(results), f"landscape check {checkpoint.name}", seconds)
     passed = all(r.passed for r in results)
     if json_out:
         print_json(

@@ -10,12 +10,16 @@ import typer
 
 from ..checkpoint import LOSSES, Checkpoint, load_checkpoint
 from ..errors import LandscapeError
+from ..limits import set_memory_limit
 from ..zoo.data import data_spec
+from ..zoo.entrypoints import is_entrypoint
 from ..zoo.models import model_spec
 
 #: The arguments of the command line being run (set by `main`), recorded in results as provenance.
 ARGV: list[str] = []
 
+#: Seeds lie in [0, 2^32): derived seeds must fit torch's 64-bit generator.
+SEED_MAX = (1 << 32) - 1
 PROBLEM_PANEL = "Data and model"
 COMPUTE_PANEL = "Computation"
 OUTPUT_PANEL = "Output"
@@ -129,7 +133,11 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.", ri
 SeedOpt = Annotated[
     int,
     typer.Option(
-        "--seed", help="Seed of every random choice (subset, start vectors, probes).", rich_help_panel=COMPUTE_PANEL
+        "--seed",
+        help="Seed of every random choice (subset, start vectors, probes).",
+        rich_help_panel=COMPUTE_PANEL,
+        min=0,
+        max=SEED_MAX,
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT_PANEL)]
@@ -141,6 +149,26 @@ OverwriteOpt = Annotated[
 ]
 
 
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Run the model and data entry points the checkpoint names. Without it, code named in a file runs "
+        "only when you name it yourself with --model or --data; built-in models and datasets need neither.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        help="Refuse a model, dataset or grid estimated to need more memory than this (e.g. 64G), before "
+        "allocating it. Default: LANDSCAPE_MAX_MEMORY, else 80% of the machine's memory.",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
+]
+
+
 def open_checkpoint(
     path: Path,
     model: str | None,
@@ -149,13 +177,19 @@ def open_checkpoint(
     data_args: list[str] | None,
     loss: str | None,
     seed: int = 0,
+    trust_remote_code: bool = False,
+    max_memory: str | None = None,
 ) -> Checkpoint:
-    """Load a checkpoint with the command line's overrides applied."""
+    """Load a checkpoint with the command line's overrides applied (and the memory limit set)."""
+    set_memory_limit(max_memory)
+    for option, value in (("--model", model), ("--data", data)):
+        if value is not None and not value.strip():
+            raise LandscapeError(f"{option} is empty; name a built-in, a file or an entry point")
     if loss is not None and loss not in LOSSES:
         raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
     m_spec = model_spec(model, parse_kv(model_args, "--model-arg")) if model else None
     d_spec = data_spec(data, "train", seed, parse_kv(data_args, "--data-arg")) if data else None
-    ckpt = load_checkpoint(path, model=m_spec, data=d_spec, loss=loss)
+    ckpt = load_checkpoint(path, model=m_spec, data=d_spec, loss=loss, trust_remote_code=trust_remote_code)
     if model is None and model_args:
         if ckpt.model is None:
             raise LandscapeError("--model-arg needs --model: the checkpoint does not record its model")
@@ -170,3 +204,38 @@ def open_checkpoint(
 def command_line() -> list[str]:
     """The command line being run, as the user typed it (for provenance)."""
     return ["landscape", *ARGV]
+
+
+def named_inputs(*given: Path | str | None) -> list[Path]:
+    """The files a command reads that the user named: paths, data files, and the files of entry points
+    ('file.py:fn'). Outputs may never be one of them."""
+    out: list[Path] = []
+    for item in given:
+        if item is None:
+            continue
+        text = str(item)
+        if is_entrypoint(text):
+            module = text.rpartition(":")[0]
+            if module.endswith(".py"):
+                out.append(Path(module))
+            continue
+        out.append(Path(text))
+    return out
+
+
+def recorded_inputs(ckpt: Checkpoint) -> list[Path]:
+    """The checkpoint and the data file it records (if any)."""
+    paths = [ckpt.path] if ckpt.path is not None else []
+    if isinstance(ckpt.data, dict) and isinstance(ckpt.data.get("path"), str):
+        paths.append(Path(ckpt.data["path"]))
+    return paths
+
+
+def results_path(out: Path | None, default: Path) -> Path:
+    """Where a results file goes: `default` without --out; with --out, the path given (an existing directory
+    takes the default name inside it; a name without .h5/.hdf5 gets .h5 appended)."""
+    if out is None:
+        return default
+    if out.is_dir():
+        return out / default.name
+    return out if out.suffix in (".h5", ".hdf5") else out.with_name(out.name + ".h5")

@@ -10,8 +10,10 @@ from typing import Annotated
 import typer
 
 from ..api import compare
+from ..atomic import claim_outputs
 from ..check.compare import MEASURES
 from ..check.junit import delta_cases, write_junit
+from ..limits import memory_limit
 from ..progress import progress_bar
 from ..report import print_compare, print_json
 from . import common as c
@@ -46,6 +48,11 @@ def compare_command(
             "--junit", help="Also write JUnit XML (one test case per measurement).", rich_help_panel=c.OUTPUT_PANEL
         ),
     ] = None,
+    trust_remote_code: c.TrustOpt = False,
+    max_memory: c.MaxMemoryOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --junit file.", rich_help_panel=c.OUTPUT_PANEL)
+    ] = False,
     json_out: c.JsonOpt = False,
     quiet: c.QuietOpt = False,
 ) -> None:
@@ -53,7 +60,8 @@ def compare_command(
     NEW is swept on BASE's) or of two results files; exit 1 when NEW is sharper by more than --max-increase.
     """
     started = time.perf_counter()
-    with progress_bar(quiet) as tracker:
+    reports = [junit] if junit is not None else []
+    with claim_outputs(reports, [base, new], overwrite), memory_limit(max_memory), progress_bar(quiet) as tracker:
         result = compare(
             base,
             new,
@@ -68,11 +76,12 @@ def compare_command(
             batch_size=batch_size,
             device=device,
             dtype=dtype,
+            trust_remote_code=trust_remote_code,
         )
-    seconds = time.perf_counter() - started
-    if junit is not None:
-        write_junit(junit, delta_cases(result.deltas), f"landscape compare {base.name} {new.name}", seconds,
-                    "landscape.compare")  # fmt: skip
+        seconds = time.perf_counter() - started
+        if junit is not None:
+            write_junit(junit, delta_cases(result.deltas), f"landscape compare {base.name} {new.name}", seconds,
+                        "landscape.compare")  # fmt: skip
     if json_out:
         print_json({**result.to_dict(), "base": str(base), "new": str(new), "seconds": seconds})
     else:

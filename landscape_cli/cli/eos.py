@@ -3,13 +3,14 @@ stability of its own optimizer."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..api import landscape_of
-from ..atomic import atomic_path, refuse_existing
+from ..atomic import atomic_path, check_outputs, claim_outputs
 from ..eos.run import run_edges, summarize_run
 from ..eos.setting import OptimizerSetting
 from ..eos.store import write_eos_checkpoint, write_eos_run
@@ -17,6 +18,7 @@ from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_eos, print_eos_run, print_json
 from ..results import provenance
+from ..spectrum import validate_lanczos
 from . import common as c
 
 OPT = "Optimizer (overrides what the checkpoint or run records)"
@@ -71,6 +73,8 @@ def eos_command(
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     seed: c.SeedOpt = 0,
+    trust_remote_code: c.TrustOpt = False,
+    max_memory: c.MaxMemoryOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -87,10 +91,12 @@ def eos_command(
     (2+2b)/lr with momentum, Nesterov's, 38/lr for Adam's preconditioned sharpness, SAM's edge that moves
     with the gradient norm, USAM's, SSAM's (2/lr) and mSAM's. Exit 1 with --fail-above when above it.
     """
-    if not band > 0:
-        raise LandscapeError(f"--band must be positive, got {band}")
-    if fail_above is not None and not fail_above > 0:
-        raise LandscapeError(f"--fail-above must be positive, got {fail_above}")
+    if not 0 < band < math.inf:
+        raise LandscapeError(f"--band must be positive and finite, got {band}")
+    if fail_above is not None and not 0 < fail_above < math.inf:
+        raise LandscapeError(f"--fail-above must be positive and finite, got {fail_above}")
+    if after < 0:
+        raise LandscapeError(f"--after must be a step (0 or more), got {after}")
     overrides = {
         "opt": opt,
         "base": base,
@@ -101,29 +107,34 @@ def eos_command(
         "beta1": beta1,
         "micro_batches": micro_batches,
     }
+    validate_lanczos(tol, max_iter)
+    OptimizerSetting().override(**overrides).validate()  # a bad value is refused before anything is loaded
     is_run = target.is_dir() or target.name == "train.h5"
     name = (target.resolve().name if target.is_dir() else target.stem) or "run"
-    path = out if out is not None else Path(f"{name}.eos.h5")
-    refuse_existing([path], overwrite)
+    path = c.results_path(out, Path(f"{name}.eos.h5"))
+    inputs = c.named_inputs(target, model, data)
+    check_outputs([path], inputs, overwrite)
     if is_run:
-        edges = run_edges(target, overrides)
-        summary = summarize_run(edges, band, after)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            write_eos_run(tmp, edges, summary, c.command_line())
+        with claim_outputs([path], inputs, overwrite):
+            edges = run_edges(target, overrides)
+            summary = summarize_run(edges, band, after)
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                write_eos_run(tmp, edges, summary, c.command_line())
         ratio = summary["final"]["ratio"]
         if json_out:
             print_json({**summary, "output": str(path)})
         else:
             print_eos_run(edges, summary, target.name, str(path))
     else:
-        ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed)
+        ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
         # an optimizer without a formula fails here, before the model and data are loaded
         OptimizerSetting.from_checkpoint(ckpt.optimizer).override(**overrides).rule()
-        scape = landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
-        with progress_bar(quiet) as tracker:
-            result = scape.eos(band=band, tol=tol, max_iter=max_iter, seed=seed, tracker=tracker, **overrides)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            write_eos_checkpoint(tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
+        with claim_outputs([path], inputs + c.recorded_inputs(ckpt), overwrite):
+            scape = landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
+            with progress_bar(quiet) as tracker:
+                result = scape.eos(band=band, tol=tol, max_iter=max_iter, seed=seed, tracker=tracker, **overrides)
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                write_eos_checkpoint(tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
         ratio = result.ratio
         if json_out:
             print_json({**result.__dict__, "output": str(path)})

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..checkpoint import load_checkpoint
-from ..errors import LandscapeError
+from ..files import require_regular_file
 from ..results import describe_results
-from ..zoo.models import build_model
+from ..text import literal
 from . import common as c
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -45,12 +45,10 @@ def checkpoint_summary(path: Path) -> dict:
             "hparams": ckpt.optimizer.get("hparams"),
             "has_state": bool(ckpt.optimizer.get("state")),
         }
-    if ckpt.model is not None:
-        try:
-            module = build_model(ckpt.model)
-            summary["parameters"] = sum(p.numel() for p in module.parameters())
-        except LandscapeError:
-            pass
+    if ckpt.untrusted:
+        # shown, never imported: info builds nothing
+        summary["entry_points"] = {what: f"{entry} (code named in the file; not run)"
+                                   for what, entry in ckpt.untrusted.items()}  # fmt: skip
     return summary
 
 
@@ -60,10 +58,7 @@ def info_command(
 ) -> None:
     """Show what a checkpoint holds (model, parameters, data, loss, optimizer, metrics) or what an HDF5
     results file holds (datasets, shapes, attributes)."""
-    if not file.exists():
-        raise LandscapeError(f"file not found: {file}")
-    if file.is_dir():
-        raise LandscapeError(f"{file} is a directory, not a checkpoint or results file")
+    require_regular_file(file, "checkpoint or results file")
     with open(file, "rb") as fh:
         is_hdf5 = fh.read(8) == HDF5_MAGIC
     summary = describe_results(file) if is_hdf5 else checkpoint_summary(file)
@@ -76,17 +71,17 @@ def info_command(
     table.add_column()
     if is_hdf5:
         for key, value in summary["attrs"].items():
-            table.add_row(key, str(value))
+            table.add_row(literal(key), literal(value))
         console.print(table)
         ds = Table(title="datasets")
         for col in ("name", "shape", "dtype", "attributes"):
             ds.add_column(col)
         for d in summary["datasets"]:
             ds.add_row(
-                d["name"],
+                literal(d["name"]),
                 "" if d["shape"] is None else "x".join(map(str, d["shape"])) or "scalar",
-                d["dtype"],
-                ", ".join(f"{k}={v}" for k, v in d["attrs"].items())[:120],
+                literal(d["dtype"]),
+                literal(", ".join(f"{k}={v}" for k, v in d["attrs"].items())[:120]),
             )
         console.print(ds)
         return
@@ -94,5 +89,5 @@ def info_command(
         if value in (None, {}, ""):
             continue
         shown = json.dumps(value, default=str) if isinstance(value, dict) else str(value)
-        table.add_row(key, shown)
+        table.add_row(key, literal(shown))
     console.print(table)

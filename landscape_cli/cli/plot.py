@@ -11,7 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..atomic import atomic_path, refuse_existing
+from ..atomic import atomic_path, claim_outputs
 from ..errors import LandscapeError
 from ..plotting import (
     FORMATS,
@@ -158,17 +158,17 @@ def plot_command(
         raise LandscapeError("--vtp writes 2D surfaces; drop --1d")
     if kind is not None and kind not in (*KINDS_2D, "all"):
         raise LandscapeError(f"unknown --kind '{kind}'; choose one of {', '.join(KINDS_2D)} or all")
-    if dpi < 1:
-        raise LandscapeError(f"--dpi must be positive, got {dpi}")
+    if not 10 <= dpi <= 1200:
+        raise LandscapeError(f"--dpi must be between 10 and 1200, got {dpi}")
     scale = ColourScale(log=log, vmin=vmin, vmax=vmax, levels=levels)
     scale.validate()
 
     sources = [detect(path) for path in files]
     jobs = _plan(sources, fmt, dpi, one_d, two_d, kind, surface, label, scale, vtp)
     paths = _output_paths(jobs, out, fmt)
-    refuse_existing(paths, overwrite)
+    inputs = [*files, *(source.file for source in sources)]
     # Every file is drawn under a temporary name and all are renamed at the end: a failure leaves none.
-    with contextlib.ExitStack() as stack:
+    with claim_outputs(paths, inputs, overwrite), contextlib.ExitStack() as stack:
         for job, path in zip(jobs, paths, strict=True):
             job.draw(stack.enter_context(atomic_path(path, overwrite=overwrite)))
     figures = [str(p) for job, p in zip(jobs, paths, strict=True) if job.ext != "vtp"]

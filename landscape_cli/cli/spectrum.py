@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..atomic import atomic_path, refuse_existing
+from ..atomic import atomic_path, check_outputs, claim_outputs
 from ..plotting import draw_spectrum
 from ..progress import progress_bar
 from ..report import print_json, print_spectrum, spectrum_dict
@@ -22,9 +22,7 @@ EST = "Trace and density"
 
 def default_outputs(checkpoint: Path, out: Path | None) -> tuple[Path, Path]:
     """<checkpoint stem>.spectrum.h5 in the current directory unless --out says otherwise."""
-    h5 = out if out is not None else Path(f"{checkpoint.stem}.spectrum.h5")
-    if h5.suffix not in (".h5", ".hdf5"):
-        h5 = h5.with_name(h5.name + ".h5")
+    h5 = c.results_path(out, Path(f"{checkpoint.stem}.spectrum.h5"))
     return h5, h5.with_suffix(".png")
 
 
@@ -91,6 +89,8 @@ def spectrum_command(
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     seed: c.SeedOpt = 0,
+    trust_remote_code: c.TrustOpt = False,
+    max_memory: c.MaxMemoryOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -113,7 +113,9 @@ def spectrum_command(
     PNG figure.
     """
     h5_path, png_path = default_outputs(checkpoint, out)
-    refuse_existing([h5_path, png_path] if plot else [h5_path], overwrite)
+    outputs = [h5_path, png_path] if plot else [h5_path]
+    inputs = c.named_inputs(checkpoint, model, data)
+    check_outputs(outputs, inputs, overwrite)
     options = SpectrumOptions(
         top_k=top_k,
         bottom_k=bottom_k,
@@ -129,35 +131,36 @@ def spectrum_command(
         seed=seed,
     )
     options.validate()  # before any loading: a typo in an option should not cost the model's load time
-    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed)
+    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
     if split is not None and ckpt.data is not None:
         ckpt.data = {**ckpt.data, "split": split}  # the provenance names the split that was used
-    problem = problem_from_checkpoint(
-        ckpt,
-        split=split,
-        samples=samples,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        train_mode=train_mode,
-        hvp=hvp,
-        seed=seed,
-    )
-    options.validate(problem.n_params)
-    with progress_bar(quiet) as tracker:
-        result = compute_spectrum(problem, options, tracker)
-    outputs = {"results": str(h5_path)}
-    # Both files appear together or not at all: the figure is drawn from the unrenamed HDF5 file.
-    with atomic_path(h5_path, overwrite=overwrite) as h5_tmp:
-        write_spectrum_file(h5_tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
-        if plot:
-            with atomic_path(png_path, overwrite=overwrite) as png_tmp:
-                draw_spectrum(h5_tmp, png_tmp)
-            outputs["figure"] = str(png_path)
+    with claim_outputs(outputs, inputs + c.recorded_inputs(ckpt), overwrite):
+        problem = problem_from_checkpoint(
+            ckpt,
+            split=split,
+            samples=samples,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            train_mode=train_mode,
+            hvp=hvp,
+            seed=seed,
+        )
+        options.validate(problem.n_params)
+        with progress_bar(quiet) as tracker:
+            result = compute_spectrum(problem, options, tracker)
+        written = {"results": str(h5_path)}
+        # Both files appear together or not at all: the figure is drawn from the unrenamed HDF5 file.
+        with atomic_path(h5_path, overwrite=overwrite) as h5_tmp:
+            write_spectrum_file(h5_tmp, result, provenance(ckpt, result.problem, seed, c.command_line()))
+            if plot:
+                with atomic_path(png_path, overwrite=overwrite) as png_tmp:
+                    draw_spectrum(h5_tmp, png_tmp)
+                written["figure"] = str(png_path)
     if json_out:
-        print_json(spectrum_dict(result, outputs))
+        print_json(spectrum_dict(result, written))
     else:
-        print_spectrum(result, checkpoint.name, outputs)
+        print_spectrum(result, checkpoint.name, written)
     if result.lanczos is not None and not result.lanczos.converged:
         typer.echo(
             f"warning: not every eigenvalue reached --tol {tol:g} within --max-iter {max_iter}; "

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from ..atomic import check_writable, refuse_existing
+from ..atomic import check_outputs, claim_outputs
 from ..errors import LandscapeError
 from ..progress import progress_bar
 from ..report import print_json, print_surface, surface_dict
 from ..session import problem_from_checkpoint
+from ..signals import Terminated
 from ..surface import SurfaceOptions, compute_surface
-from ..surface.store import partial_paths
+from ..surface.store import check_partial_files, partial_paths
 from . import common as c
 
 DIRS = "Directions"
@@ -22,10 +23,7 @@ GRID = "Grid"
 
 def default_output(checkpoint: Path, out: Path | None, dims: int) -> Path:
     """<checkpoint stem>.surface1d.h5 / .surface2d.h5 in the current directory unless --out says otherwise."""
-    path = out if out is not None else Path(f"{checkpoint.stem}.surface{dims}d.h5")
-    if path.suffix not in (".h5", ".hdf5"):
-        path = path.with_name(path.name + ".h5")
-    return path
+    return c.results_path(out, Path(f"{checkpoint.stem}.surface{dims}d.h5"))
 
 
 def parse_points_per_pass(text: str) -> int | str:
@@ -120,6 +118,8 @@ def surface_command(
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     seed: c.SeedOpt = 0,
+    trust_remote_code: c.TrustOpt = False,
+    max_memory: c.MaxMemoryOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -158,53 +158,56 @@ def surface_command(
         points_per_pass=parse_points_per_pass(points_per_pass),
         seed=seed,
     )
-    options.validate()  # a typo should not cost the model's load time
+    spec, _, _ = options.validate()  # a typo should not cost the model's load time
     path = default_output(checkpoint, out, options.dims)
-    header, _ = partial_paths(path)
-    check_writable(path)
-    if not resume:
-        refuse_existing([path], overwrite)
-        if header.exists() and not overwrite:
-            raise LandscapeError(
-                f"a stopped sweep left {header}; pass --resume to continue it or --overwrite to start over"
-            )
-    elif path.exists() and not overwrite:
-        raise LandscapeError(f"{path} exists; pass --overwrite as well to replace it when the sweep finishes")
-    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed)
-    splits = _splits(split, ckpt.data)
-    problems = {
-        name: problem_from_checkpoint(
-            ckpt,
-            split=name,
-            samples=samples,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            train_mode=train_mode,
-            seed=seed,
+    header, journal = partial_paths(path)
+    inputs = [*c.named_inputs(checkpoint, model, data), *spec.paths]
+    check_outputs([path], inputs, overwrite or resume)
+    check_partial_files(path, inputs)
+    if resume:
+        if path.exists() and not overwrite:
+            raise LandscapeError(f"{path} exists; pass --overwrite as well to replace it when the sweep finishes")
+    elif header.exists() and not overwrite:
+        raise LandscapeError(
+            f"a stopped sweep left {header}; pass --resume to continue it or --overwrite to start over"
         )
-        for name in splits
-    }
-    if ckpt.data is not None:
-        ckpt.data = {**ckpt.data, "split": splits[0]}
-    with progress_bar(quiet) as tracker:
-        try:
-            result = compute_surface(
+    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+    splits = _splits(split, ckpt.data)
+    with claim_outputs([path], inputs + c.recorded_inputs(ckpt), overwrite or resume):
+        problems = {
+            name: problem_from_checkpoint(
                 ckpt,
-                problems,
-                options,
-                path,
-                resume=resume,
-                overwrite=overwrite,
-                command=c.command_line(),
-                tracker=tracker,
+                split=name,
+                samples=samples,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                train_mode=train_mode,
+                seed=seed,
             )
-        except KeyboardInterrupt:
-            if header.exists():
-                typer.echo(
-                    f"the finished points are kept in {header}; continue with the same command and --resume", err=True
+            for name in splits
+        }
+        if ckpt.data is not None:
+            ckpt.data = {**ckpt.data, "split": splits[0]}
+        with progress_bar(quiet) as tracker:
+            try:
+                result = compute_surface(
+                    ckpt,
+                    problems,
+                    options,
+                    path,
+                    resume=resume,
+                    overwrite=overwrite,
+                    command=c.command_line(),
+                    tracker=tracker,
                 )
-            raise
+            except (KeyboardInterrupt, Terminated):
+                if header.exists():
+                    typer.echo(
+                        f"the finished points are kept in {header}; continue with the same command and --resume",
+                        err=True,
+                    )
+                raise
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if json_out:

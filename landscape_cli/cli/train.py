@@ -97,7 +97,16 @@ def train_command(
     track_samples: Annotated[
         int, _opt("--track-samples", "Size of the seeded training subset sharpness is tracked on.", RUN)
     ] = 5000,
-    seed: Annotated[int, _opt("--seed", "Seed of the initialization, batch order and dropout.", c.COMPUTE_PANEL)] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed of the initialization, batch order and dropout.",
+            rich_help_panel=c.COMPUTE_PANEL,
+            min=0,
+            max=c.SEED_MAX,
+        ),
+    ] = 0,
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
     resume: Annotated[
@@ -122,6 +131,8 @@ def train_command(
             raise LandscapeError(f"--batch-size must be a positive integer or 'full', got '{batch_size}'") from None
     if epochs is None and steps is None:
         epochs = 10
+    if micro_batches != 1 and opt != "msam":
+        raise LandscapeError(f"--micro-batches applies to --opt msam, not {opt}")
     config = TrainConfig(
         model=model_spec(model, c.parse_kv(model_arg, "--model-arg")),
         data=data_spec(data, "train", seed, c.parse_kv(data_arg, "--data-arg")),

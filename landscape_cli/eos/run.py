@@ -16,6 +16,7 @@ from ..results import open_results, read_attrs
 from .setting import OptimizerSetting
 
 LOG_NAME = "train.h5"
+SHARPNESS_COLUMNS = ("step", "top_eigenvalue", "error_bound", "grad_norm")
 
 
 @dataclass
@@ -68,8 +69,12 @@ def run_edges(path: Path, overrides: dict[str, Any]) -> RunEdges:
         table = f.get("sharpness")
         if table is None or table["step"].shape[0] == 0:
             raise LandscapeError(f"{log} has no tracked sharpness; train with --track-sharpness-every K")
-        columns = {name: np.asarray(table[name][()], dtype=np.float64) for name in table}
-    config = json.loads(attrs.get("config", "{}"))
+        columns = {name: np.asarray(table[name][()], dtype=np.float64).reshape(-1) for name in SHARPNESS_COLUMNS}
+        if len({len(c) for c in columns.values()}) != 1:
+            raise LandscapeError(f"{log} is damaged: its sharpness columns differ in length")
+        config = json.loads(attrs.get("config", "{}"))
+        if not isinstance(config, dict):
+            raise LandscapeError(f"{log} is damaged: its config is not a mapping")
     setting = OptimizerSetting.from_record(config.get("opt"), {**config, "betas": config.get("betas")}).override(
         **overrides
     )

@@ -3,6 +3,7 @@ and overridable, mapped to the closed-form threshold that governs it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,17 +39,22 @@ class OptimizerSetting:
     @classmethod
     def from_record(cls, opt: str | None, hparams: dict[str, Any], current_lr: float | None = None) -> OptimizerSetting:
         """From what `landscape train` records (a checkpoint's optimizer entry or a run's config)."""
-        betas = hparams.get("betas") or (0.9, 0.999)
-        return cls(
-            opt=opt or "sgd",
-            base=str(hparams.get("base", "sgd")),
-            lr=current_lr if current_lr is not None else hparams.get("lr"),
-            momentum=float(hparams.get("momentum") or 0.0),
-            nesterov=bool(hparams.get("nesterov", False)),
-            beta1=float(betas[0]),
-            rho=hparams.get("rho"),
-            micro_batches=int(hparams.get("micro_batches") or 1),
-        )
+        try:
+            betas = hparams.get("betas") or (0.9, 0.999)
+            lr = current_lr if current_lr is not None else hparams.get("lr")
+            rho = hparams.get("rho")
+            return cls(
+                opt=str(opt or "sgd"),
+                base=str(hparams.get("base", "sgd")),
+                lr=None if lr is None else _number(lr),
+                momentum=_number(hparams.get("momentum") or 0.0),
+                nesterov=bool(hparams.get("nesterov", False)),
+                beta1=_number(betas[0]),
+                rho=None if rho is None else _number(rho),
+                micro_batches=int(_number(hparams.get("micro_batches") or 1)),
+            )
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            raise LandscapeError(f"the recorded optimizer hyper-parameters are malformed: {hparams!r:.200}") from None
 
     @classmethod
     def from_checkpoint(cls, optimizer_record: dict[str, Any] | None) -> OptimizerSetting:
@@ -60,8 +66,22 @@ class OptimizerSetting:
         """A copy with the options the user gave (None means: keep the recorded value)."""
         return OptimizerSetting(**{**asdict(self), **{k: v for k, v in values.items() if v is not None}})
 
+    def validate(self) -> None:
+        """Every value in range, whether or not the rule uses it (a bad value given is a mistake either way)."""
+        checks = [
+            (self.lr is None or 0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (0 <= self.beta1 < 1, f"--beta1 must lie in [0, 1), got {self.beta1}"),
+            (self.rho is None or 0 < self.rho < math.inf, f"--rho must be positive and finite, got {self.rho}"),
+            (self.micro_batches >= 1, f"--micro-batches must be at least 1, got {self.micro_batches}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LandscapeError(message)
+
     def rule(self) -> str:
         """The name of the edge that applies, or a clear refusal."""
+        self.validate()
         if self.lr is None:
             raise LandscapeError("the learning rate is not recorded; pass --lr")
         if self.base not in ("sgd", "adam"):
@@ -111,6 +131,12 @@ class OptimizerSetting:
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "rule": self.rule(), "formula": FORMULAS[self.rule()]}
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(value)
+    return float(value)
 
 
 def current_lr(record: dict[str, Any]) -> float | None:

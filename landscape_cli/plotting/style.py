@@ -28,6 +28,7 @@ RC: dict[str, Any] = {
     "image.cmap": "viridis",
     "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by journals
     "svg.fonttype": "none",  # text stays text in SVGs
+    "text.parse_math": False,  # names from files are shown as they are ('$' is no TeX, and cannot fail)
 }
 
 F = TypeVar("F", bound=Callable[..., Figure])

@@ -26,6 +26,10 @@ CMAP = plt.get_cmap("viridis").with_extremes(bad="0.85")
 LINE_CMAP = ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256)))
 
 
+#: Contour levels at most: more cannot be told apart on a page, and each costs a contour pass.
+MAX_LEVELS = 200
+
+
 @dataclass(frozen=True)
 class ColourScale:
     """How values map to colours: --log, --vmin, --vmax (clip) and --levels."""
@@ -36,8 +40,11 @@ class ColourScale:
     levels: int = 30
 
     def validate(self) -> None:
-        if self.levels < 2:
-            raise LandscapeError(f"--levels must be at least 2, got {self.levels}")
+        if not 2 <= self.levels <= MAX_LEVELS:
+            raise LandscapeError(f"--levels must be between 2 and {MAX_LEVELS}, got {self.levels}")
+        for name, value in (("--vmin", self.vmin), ("--vmax", self.vmax)):
+            if value is not None and not np.isfinite(value):
+                raise LandscapeError(f"{name} must be a finite number, got {value}")
         if self.vmin is not None and self.vmax is not None and not self.vmin < self.vmax:
             raise LandscapeError(f"--vmin ({self.vmin:g}) must be below --vmax ({self.vmax:g})")
         if self.log and self.vmin is not None and self.vmin <= 0:

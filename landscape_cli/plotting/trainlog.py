@@ -64,6 +64,10 @@ def read_train_log(path: Path) -> TrainLogData:
             for name, group in f.items()
             if isinstance(group, h5py.Group) and isinstance(group.get("step"), h5py.Dataset)
         }
+    for name, columns in tables.items():
+        shapes = {column: values.shape for column, values in columns.items()}
+        if len(set(shapes.values())) != 1 or any(len(shape) != 1 for shape in shapes.values()):
+            raise LandscapeError(f"{path} is damaged: the columns of its '{name}' table differ in shape ({shapes})")
     try:
         config = json.loads(attrs.get("config", "{}"))
     except (TypeError, json.JSONDecodeError):

@@ -313,9 +313,16 @@ def _flat_from_arrays(
         raise LandscapeError(f"{source} does not have {what} parameters ({detail})")
     parts = []
     for name, shape in zip(layout.names, layout.shapes, strict=True):
-        array = (
-            torch.as_tensor(np.asarray(arrays[name])) if not isinstance(arrays[name], torch.Tensor) else arrays[name]
-        )
+        try:
+            array = (
+                torch.as_tensor(np.asarray(arrays[name]))
+                if not isinstance(arrays[name], torch.Tensor)
+                else arrays[name]
+            )
+        except (TypeError, ValueError, RuntimeError):
+            raise LandscapeError(f"{source}: '{name}' is not an array of numbers") from None
+        if not (array.is_floating_point() or array.dtype in (torch.int32, torch.int64)):
+            raise LandscapeError(f"{source}: '{name}' is not an array of real numbers ({array.dtype})")
         if tuple(array.shape) != tuple(shape):
             raise LandscapeError(
                 f"{source} does not have {what} parameter layout: '{name}' has shape {tuple(array.shape)} "
@@ -326,8 +333,14 @@ def _flat_from_arrays(
 
 
 def check_directions(directions: list[Direction]) -> None:
-    """Refuse a zero direction (nothing would move) and, in 2D, two parallel ones (no plane)."""
+    """Refuse a non-finite or zero direction (nothing would move) and, in 2D, two parallel ones (no plane)."""
     for i, d in enumerate(directions, start=1):
+        source = d.attrs.get("source")
+        where = f" (from {source})" if source else ""
+        if not bool(torch.isfinite(d.vector).all()) or not all(
+            bool(torch.isfinite(b).all()) for b in d.buffers.values()
+        ):
+            raise LandscapeError(f"direction {i}{where} holds NaN or infinite values")
         if not bool(d.vector.any()) and not d.buffers:
             reason = {
                 "random": "every perturbed tensor is a bias or BatchNorm parameter; try --ignore none",

@@ -8,6 +8,9 @@ import numpy as np
 
 from ..errors import LandscapeError
 
+#: Points on one axis at most (a 2D grid is further bounded by the memory limit).
+MAX_AXIS_POINTS = 1_000_000
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -39,8 +42,13 @@ class Axis:
             raise LandscapeError(f"{option}: MIN and MAX must be finite")
         if self.lo >= self.hi:
             raise LandscapeError(f"{option}: MIN must be below MAX, got {self.lo:g}:{self.hi:g}")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float64(self.hi) - np.float64(self.lo)):
+                raise LandscapeError(f"{option}: MAX - MIN overflows, got {self.lo:g}:{self.hi:g}")
         if self.n < 2:
             raise LandscapeError(f"{option}: N must be at least 2, got {self.n}")
+        if self.n > MAX_AXIS_POINTS:
+            raise LandscapeError(f"{option}: N must be at most {MAX_AXIS_POINTS:,}, got {self.n:,}")
 
     @property
     def coordinates(self) -> np.ndarray:

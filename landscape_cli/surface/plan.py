@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import file_sha256
 from ..errors import LandscapeError
+from ..files import file_sha256
 from ..problem import Problem
 from ..progress import Tracker
 from ..results import open_results
@@ -108,13 +108,18 @@ def file_axes(path: Path) -> tuple[Axis, Axis | None]:
     with open_results(path) as f:
         if "xcoordinates" not in f:
             raise LandscapeError(f"{path} has no xcoordinates (not a surface file)")
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    return _axis_of(x), (_axis_of(y) if y is not None else None)
+        x = _axis_of(f["xcoordinates"][()], path, "xcoordinates")
+        y = _axis_of(f["ycoordinates"][()], path, "ycoordinates") if "ycoordinates" in f else None
+    return x, y
 
 
-def _axis_of(values: np.ndarray) -> Axis:
-    return Axis(float(values[0]), float(values[-1]), int(len(values)))
+def _axis_of(values: np.ndarray, path: Path, name: str) -> Axis:
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(values) < 2:
+        raise LandscapeError(f"{path}: {name} holds {len(values)} value(s); a surface axis has at least 2")
+    axis = Axis(float(values[0]), float(values[-1]), int(len(values)))
+    axis.validate(f"{path}: {name}")
+    return axis
 
 
 def source_fingerprint(spec: DirectionSpec) -> list[str]:

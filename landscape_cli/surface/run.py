@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -10,14 +11,24 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..errors import LandscapeError
+from ..limits import require_memory
 from ..problem import Problem
 from ..progress import Tracker
-from ..results import open_results, provenance
+from ..results import provenance
+from ..signals import Terminated, sigterm_raises
 from .directions import IGNORES, NORMS, DirectionSpec, check_directions, file_directions
 from .evaluate import PointEvaluator
 from .grid import Axis, Grid
-from .plan import plan_directions, source_fingerprint
-from .store import Journal, config_differences, finish, partial_paths, read_header_config, write_header
+from .plan import file_axes, plan_directions, source_fingerprint
+from .store import (
+    Journal,
+    config_differences,
+    finish,
+    partial_paths,
+    read_header_config,
+    remove_partial,
+    write_header,
+)
 from .summary import default_radius, summarize
 from .sweep import Sweep, SweepStats
 
@@ -45,12 +56,14 @@ class SurfaceOptions:
         y = Axis.parse(self.y, "--y") if self.y is not None else None
         if y is not None and self.dims == 1:
             raise LandscapeError("--y needs --2d")
+        if x is not None and (y is not None or self.dims == 1):
+            require_grid_memory(x.n * (y.n if y is not None else 1), 1)
         if self.norm is not None and self.norm not in NORMS:
             raise LandscapeError(f"unknown --norm '{self.norm}'; choose {', '.join(NORMS)}")
         if self.ignore not in IGNORES:
             raise LandscapeError(f"unknown --ignore '{self.ignore}'; choose {', '.join(IGNORES)}")
-        if self.radius is not None and not self.radius > 0:
-            raise LandscapeError(f"--radius must be positive, got {self.radius}")
+        if self.radius is not None and not 0 < self.radius < math.inf:
+            raise LandscapeError(f"--radius must be positive and finite, got {self.radius}")
         if self.points_per_pass != "auto" and (not isinstance(self.points_per_pass, int) or self.points_per_pass < 1):
             raise LandscapeError(f"--points-per-pass must be auto or a whole number >= 1, got {self.points_per_pass}")
         return spec, x, y
@@ -128,7 +141,8 @@ def compute_surface(
                 "cannot resume: the partial sweep was made with another config (" + "; ".join(differences[:3]) + ")"
             )
         directions = file_directions(header, primary, options.dims, as_stored=True)
-        grid = _grid_of(header)
+        check_directions(directions)
+        grid = Grid(*file_axes(header))
     else:
         norm = options.norm or spec.default_norm()
         centre = ckpt.path.name if ckpt.path else "centre"
@@ -136,6 +150,7 @@ def compute_surface(
         check_directions(plan.directions)
         directions = plan.directions
         grid = Grid(x_axis or plan.default_x, (y_axis or plan.default_y) if options.dims == 2 else None)
+        require_grid_memory(grid.size, len(problems))
         attrs = provenance(ckpt, primary.describe(), options.seed, command)
         attrs.update(splits=list(problems), directions_kind=spec.kind)
         write_header(
@@ -148,18 +163,29 @@ def compute_surface(
             trajectory=plan.trajectory,
             anchors=plan.anchors,
         )
-    evaluators = [PointEvaluator(p, directions) for p in problems.values()]
-    journal = Journal(journal_path, sum(len(e.metrics) for e in evaluators))
-    sweep = Sweep(evaluators, grid, journal, tracker)
-    recorded = None
-    if resume:
-        sweep.done, recorded = journal.read()
-    else:
-        journal.create()
     try:
-        stats = sweep.run(options.points_per_pass, recorded)
-    finally:
-        journal.close()
+        evaluators = [PointEvaluator(p, directions) for p in problems.values()]
+        journal = Journal(journal_path, sum(len(e.metrics) for e in evaluators))
+        sweep = Sweep(evaluators, grid, journal, tracker)
+        recorded = None
+        if resume:
+            sweep.done, recorded = journal.read()
+            _check_journal(journal_path, sweep.done, recorded, grid)
+            if recorded is None:  # stopped during the calibration: its points are redone, as in an unbroken run
+                journal.create()
+        else:
+            journal.create()
+        try:
+            with sigterm_raises():  # a terminated sweep says where its finished points are, as Ctrl-C does
+                stats = sweep.run(options.points_per_pass, recorded)
+        finally:
+            journal.close()
+    except (KeyboardInterrupt, Terminated):
+        raise  # the finished points stay journaled for --resume
+    except BaseException:
+        if not resume and not sweep_started(journal_path):
+            remove_partial(out)  # nothing to resume: leave no partial sweep to block the next run
+        raise
     arrays, nonfinite = _arrays(grid, list(problems), evaluators, sweep.done)
     centre_loss = float(evaluators[0].evaluate_loop(np.zeros((1, grid.dims)))[0, 0])
     y_coords = grid.y.coordinates if grid.y is not None else None
@@ -194,12 +220,25 @@ def compute_surface(
     )
 
 
-def _grid_of(header: Path) -> Grid:
-    with open_results(header) as f:
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-    axis = lambda v: Axis(float(v[0]), float(v[-1]), len(v))  # noqa: E731
-    return Grid(axis(x), axis(y) if y is not None else None)
+def require_grid_memory(points: int, splits: int) -> None:
+    """The journal's values, their arrays and the finished file's copies: a few float64 per point and metric."""
+    require_memory(f"a grid of {points:,} points", points * 8 * (4 * splits + 2) * 3)
+
+
+def sweep_started(journal: Path) -> bool:
+    """Whether a stopped sweep has anything worth resuming (a journaled point or method record)."""
+    return journal.is_file() and journal.stat().st_size > 0
+
+
+def _check_journal(path: Path, done: dict[int, np.ndarray], recorded: int | None, grid: Grid) -> None:
+    """Refuse a journal that cannot be this sweep's (edited or damaged), naming it."""
+    if recorded is not None and not 1 <= recorded <= 1 << 16:
+        raise LandscapeError(f"{path} is damaged (points per pass {recorded}); start over with --overwrite")
+    beyond = [k for k in done if k >= grid.size]
+    if beyond:
+        raise LandscapeError(
+            f"{path} is damaged (point {beyond[0]} of a {grid.size}-point grid); start over with --overwrite"
+        )
 
 
 def _arrays(

@@ -31,10 +31,30 @@ PARTIAL_KIND = "surface-partial"
 #: Journal record index that stores the evaluation method chosen by the first run (value 0 =
 #: points per pass), so that a resumed sweep computes the rest exactly as an unbroken one would.
 METHOD_RECORD = -1
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def partial_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.points")
+
+
+def check_partial_files(out: Path, inputs: list[Path]) -> None:
+    """The partial files are ours: refuse a link, a directory or anything but a regular file where one
+    should be (writing through a planted link would truncate its target), and an input of the command."""
+    for path in partial_paths(out):
+        if path.is_symlink():
+            raise LandscapeError(f"{path} is a symbolic link where landscape keeps a partial sweep; remove it")
+        if path.exists() and not path.is_file():
+            raise LandscapeError(f"{path} is not a regular file, but landscape keeps a partial sweep there; remove it")
+        for source in inputs:
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise LandscapeError(f"{path} is one of the inputs; choose another --out")
+
+
+def remove_partial(out: Path) -> None:
+    for path in partial_paths(out):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
@@ -113,27 +133,43 @@ class Journal:
         self._fd: int | None = None
 
     def create(self) -> None:
-        self.path.write_bytes(b"")
+        """A new, empty journal: created exclusively, never through a link someone planted."""
+        if self.path.is_file() and not self.path.is_symlink():
+            self.path.unlink()  # a stopped sweep's, which the caller was allowed to replace
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        os.close(fd)
 
     def read(self) -> tuple[dict[int, np.ndarray], int | None]:
-        """Finished points by index, and the recorded points per pass; a torn last record is cut off."""
-        if not self.path.exists():
+        """Finished points by index, and the recorded points per pass; a torn last record is cut off.
+
+        Points journaled before the method record are the calibration's (auto mode times both methods
+        on the first points and keeps their values). If the run stopped before it recorded its choice,
+        they are dropped, so that the resumed run calibrates on the same points as an unbroken one and
+        computes every point the same way."""
+        if not self.path.is_file() or self.path.is_symlink():
             raise LandscapeError(
                 f"the journal {self.path} of the partial sweep is missing; start over with --overwrite"
             )
-        raw = self.path.read_bytes()
-        whole = len(raw) - len(raw) % self.dtype.itemsize
-        if whole != len(raw):
-            with open(self.path, "r+b") as f:
-                f.truncate(whole)
+        fd = os.open(self.path, os.O_RDWR | _NOFOLLOW)
+        try:
+            raw = b""
+            while chunk := os.read(fd, 1 << 24):
+                raw += chunk
+            whole = len(raw) - len(raw) % self.dtype.itemsize
+            if whole != len(raw):
+                os.ftruncate(fd, whole)
+        finally:
+            os.close(fd)
         records = np.frombuffer(raw[:whole], dtype=self.dtype)
         done: dict[int, np.ndarray] = {}
         method: int | None = None
         for index, values in zip(records["index"], records["values"], strict=True):
             if index == METHOD_RECORD:
                 method = int(values[0])
-            else:
+            elif 0 <= index:
                 done[int(index)] = values.copy()
+        if method is None:
+            done = {}
         return done, method
 
     def append(self, indices: np.ndarray, values: np.ndarray) -> None:
@@ -141,7 +177,7 @@ class Journal:
         records["index"] = indices
         records["values"] = values
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
         data = records.tobytes()
         while data:  # one write on any sane file system; loop in case of a short write
             written = os.write(self._fd, data)

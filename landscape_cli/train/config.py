@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from .optimizers import ASCENTS
 OPTIMIZERS = ("sgd", "sam", "asam", "ssam", "msam", "eigensam", "usam")
 BASES = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
+#: Seeds lie in [0, 2^32): derived seeds (seed * 1_000_003 + epoch) must fit torch's 64-bit generator.
+SEED_LIMIT = 1 << 32
 #: Fields that may differ between a run and its resumption (they do not change the numbers).
 RESUMABLE_DIFFERENCES = ("out_dir", "device")
 
@@ -60,17 +63,24 @@ class TrainConfig:
             (self.opt in OPTIMIZERS, f"unknown optimizer '{self.opt}'; choose one of {', '.join(OPTIMIZERS)}"),
             (self.base in BASES, f"unknown base optimizer '{self.base}'; choose one of {', '.join(BASES)}"),
             (self.loss in ("cross_entropy", "mse"), f"unknown loss '{self.loss}'; choose cross_entropy or mse"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
+            (
+                0 <= self.weight_decay < math.inf,
+                f"--weight-decay must be non-negative and finite, got {self.weight_decay}",
+            ),
             (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
             (self.base == "sgd" or not (self.momentum or self.nesterov), "--momentum/--nesterov apply to --base sgd"),
             (all(0 <= b < 1 for b in self.betas), f"--beta1/--beta2 must lie in [0, 1), got {self.betas}"),
-            (self.opt == "sgd" or self.rho > 0, f"--rho must be positive, got {self.rho}"),
+            (0 < self.rho < math.inf, f"--rho must be positive and finite, got {self.rho}"),
+            (math.isfinite(self.alpha), f"--alpha must be a finite number, got {self.alpha}"),
             (self.ascent in ASCENTS, f"--ascent must be normalized or unnormalized, got '{self.ascent}'"),
             (self.micro_batches >= 1, f"--micro-batches must be at least 1, got {self.micro_batches}"),
             (self.eigen_iters >= 1 and self.eigen_every >= 1, "--eigen-iters and --eigen-every must be at least 1"),
-            (self.clip_grad_norm is None or self.clip_grad_norm > 0, "--clip-grad-norm must be positive"),
+            (
+                self.clip_grad_norm is None or 0 < self.clip_grad_norm < math.inf,
+                "--clip-grad-norm must be positive and finite",
+            ),
             (
                 self.schedule in SCHEDULES,
                 f"unknown --lr-schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}",
@@ -89,6 +99,15 @@ class TrainConfig:
                 self.save_every is None or self.save_every >= 1,
                 f"--save-every must be at least 1, got {self.save_every}",
             ),
+            (
+                self.save_every_epochs is None or self.save_every_epochs >= 1,
+                f"--save-every-epochs must be at least 1, got {self.save_every_epochs}",
+            ),
+            (
+                self.save_every is None or self.save_every_epochs is None,
+                "give at most one of --save-every and --save-every-epochs",
+            ),
+            (0 <= self.seed < SEED_LIMIT, f"--seed must lie in [0, 2^32), got {self.seed}"),
             (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
             (
                 self.eval_every is None or self.eval_every >= 1,

@@ -22,16 +22,17 @@ from ..atomic import check_writable
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import LandscapeError
 from ..linalg import lanczos_extremal
+from ..locks import exclusive
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
+from ..signals import sigterm_raises
 from ..zoo.data import Dataset, load_data
 from ..zoo.models import build_model
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
 from .display import Display
 from .log import TrainLog
 from .optimizers import make_optimizer
-
-LOG_NAME = "train.h5"
+from .rundir import LOG_NAME, backup_path, refuse_stale_backup, require_run_directory
 
 
 def lr_factor(schedule: str, total_steps: int, step_size: int, gamma: float) -> Callable[[int], float]:
@@ -91,6 +92,8 @@ class Run:
         self.evaluators = {"train": self._problem(self.train_data)}
         if self.test_data is not None:
             self.evaluators["test"] = self._problem(self.test_data)
+        #: The training log's row counts per table, recorded in each checkpoint (set by the loop).
+        self.log_rows: Callable[[], dict[str, int]] = dict
         self.tracker: Problem | None = None
         if config.track_sharpness_every:
             idx = subset_indices(self.n, config.track_samples, config.seed)
@@ -172,6 +175,7 @@ class Run:
     # -- checkpoints --------------------------------------------------------------------------------
     def checkpoint(self, path: Path) -> Path:
         state: dict[str, Any] = {
+            "log_rows": self.log_rows(),
             "config": self.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -222,22 +226,39 @@ def train_model(
     resume: bool = False,
     quiet: bool = True,
 ) -> Path:
-    """Train and return the path of the final checkpoint (`final.pt` in the run directory)."""
+    """Train and return the path of the final checkpoint (`final.pt` in the run directory).
+
+    The run directory is locked for the whole run: a second `train --out` on it is refused at once."""
     config.validate()
     out = Path(config.out_dir)
+    if str(out) in ("", "."):
+        raise LandscapeError("--out must name the run directory, e.g. --out runs/sgd")
+    if resume and overwrite:
+        raise LandscapeError("--resume and --overwrite exclude each other")
+    if out.is_symlink():
+        raise LandscapeError(f"{out} is a symbolic link; give the run directory itself as --out")
     if out.exists() and not out.is_dir():
         raise LandscapeError(f"{out} is a file, not a run directory; choose another --out")
     check_writable(out / "final.pt")
+    with exclusive([out]):
+        refuse_stale_backup(out)
+        return _train_locked(config, out, log, overwrite, resume, quiet)
+
+
+def _train_locked(
+    config: TrainConfig, out: Path, log: Callable[[str], None], overwrite: bool, resume: bool, quiet: bool
+) -> Path:
     existed = out.exists()
     previous = existed and any(out.iterdir())
-    if resume and overwrite:
-        raise LandscapeError("--resume and --overwrite exclude each other")
     if previous and not (overwrite or resume):
         raise LandscapeError(f"run directory {out} exists and is not empty; pass --resume or --overwrite")
+    if previous and overwrite:
+        require_run_directory(out)
     run = Run(config, log)
     start = _latest_checkpoint(out) if resume and previous else None
     if resume and start is None:
         raise LandscapeError(f"nothing to resume: {out} holds no checkpoint of a run")
+    resume_rows: dict[str, int] | int | None = None
     if start is not None:
         ckpt = load_checkpoint(start)
         if ckpt.train_state is None:
@@ -245,16 +266,15 @@ def train_model(
         run.restore(ckpt)
         if run.step >= run.total_steps:
             raise LandscapeError(f"{out} already finished ({run.step} of {run.total_steps} steps)")
+        # the log is cut to the rows it had when the checkpoint was written (older checkpoints: by step)
+        resume_rows = ckpt.train_state.get("log_rows") or run.step
 
     def loop() -> Path:
-        train_log = TrainLog(
-            out / LOG_NAME,
-            {"config": config.to_dict(), "kind": "train-log"},
-            resume_step=run.step if start is not None else None,
-        )
+        train_log = TrainLog(out / LOG_NAME, {"config": config.to_dict(), "kind": "train-log"}, resume_rows)
+        run.log_rows = train_log.rows
         display = Display(run.total_steps, quiet=quiet)
         try:
-            if run.step == 0:
+            if start is None:
                 _measure(run, train_log, display)
                 if run.save_every:  # the starting point, for trajectory plots (surface --dirs pca:RUN)
                     run.checkpoint(out / f"step_{0:07d}.pt")
@@ -277,15 +297,25 @@ def train_model(
             display.close()
             train_log.close()
 
-    # With --overwrite the previous run is only moved aside, and comes back if this one fails: a
-    # failed run destroys nothing. Otherwise the checkpoints a failed or interrupted run already
-    # wrote are complete files and are kept (--resume continues from them); only an empty
-    # directory is removed.
-    backup = out.with_name(f".{out.name}.{os.getpid()}.old") if previous and overwrite else None
+    # With --overwrite the previous run is only moved aside, and comes back if this one fails or is
+    # interrupted (Ctrl-C, SIGTERM): a failed run destroys nothing. A SIGKILL leaves the backup, which the
+    # next command on this directory names with the way to restore it. Without --overwrite the checkpoints
+    # a failed or interrupted run already wrote are complete files and are kept (--resume continues from
+    # them); only an empty directory is removed.
+    backup = backup_path(out) if previous and overwrite else None
+    with sigterm_raises():
+        return _run_replacing(out, backup, existed, loop)
+
+
+def _run_replacing(out: Path, backup: Path | None, existed: bool, loop: Callable[[], Path]) -> Path:
+    """Run `loop` into `out`, with the previous run moved to `backup` until it succeeds."""
     if backup is not None:
         os.replace(out, backup)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LandscapeError(f"cannot create the run directory {out}: {exc.strerror}") from None
         final = loop()
     except BaseException:
         if backup is not None:

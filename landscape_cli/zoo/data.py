@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import LandscapeError
+from ..files import require_regular_file, verify_archive
+from ..limits import require_memory
 from .entrypoints import is_entrypoint, resolve_entrypoint
 
 SPLITS = ("train", "test", "all")
@@ -160,6 +162,35 @@ def data_spec(name: str, split: str = "train", seed: int = 0, kwargs: dict[str, 
     return spec
 
 
+#: Values a built-in dataset generates per sample, besides its `dim` features (labels, noise, teacher).
+def _floats_per_sample(name: str, kwargs: dict[str, Any]) -> int:
+    dim = int(kwargs.get("dim", 16))
+    return {
+        "gaussian-mixture": 2 * dim + 2,
+        "spirals": 6,
+        "teacher-student": 2 * dim + int(kwargs.get("hidden", 32)) + 2 * int(kwargs.get("outputs", 1)),
+    }.get(name, 0)
+
+
+def check_builtin_arguments(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Refuse arguments of the wrong type or range, and a size past the memory limit, before generating:
+    `n=4e8` in a file's spec must not become a 48 GiB allocation."""
+    parameters = inspect.signature(fn).parameters
+    for key, value in kwargs.items():
+        if key not in parameters or key in ("seed", "split"):
+            known = ", ".join(k for k in parameters if k not in ("seed", "split")) or "none"
+            raise LandscapeError(f"dataset '{name}' has no argument '{key}' (its arguments: {known}, limit)")
+        default = parameters[key].default
+        if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise LandscapeError(f"dataset '{name}': {key} must be a whole number of at least 1, got {value!r}")
+        if isinstance(default, float) and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise LandscapeError(f"dataset '{name}': {key} must be a finite number, got {value!r}")
+    n = int(kwargs.get("n", parameters["n"].default if "n" in parameters else 0))
+    require_memory(f"dataset '{name}' with n={n:,}", 8.0 * n * _floats_per_sample(name, kwargs) * 2)
+
+
 def describe_data(spec: dict[str, Any]) -> str:
     source = spec.get("name") or spec.get("path") or spec.get("entrypoint")
     extra = "".join(f",{k}={v}" for k, v in (spec.get("kwargs") or {}).items())
@@ -179,6 +210,7 @@ def load_data(spec: dict[str, Any]) -> Dataset:
         fn = DATASETS.get(spec["name"])
         if fn is None:
             raise LandscapeError(f"unknown dataset '{spec['name']}'; built-in datasets are {', '.join(DATASETS)}")
+        check_builtin_arguments(spec["name"], fn, kwargs)
         try:
             x, y = fn(int(spec.get("seed", 0)), split, **kwargs)
         except TypeError as exc:
@@ -213,8 +245,8 @@ def _as_dataset(x: Any, y: Any, source: str) -> Dataset:
 
 
 def _load_file(path: Path, split: str) -> Dataset:
-    if not path.is_file():
-        raise LandscapeError(f"data file not found: {path}")
+    require_regular_file(path, "data file")
+    verify_archive(path)  # .npz and .pt files are zip archives: checksums and unpacked size
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as arrays:

@@ -7,6 +7,7 @@ A model spec is a plain dict stored in every checkpoint:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -163,9 +164,14 @@ def model_spec(name_or_entrypoint: str, kwargs: dict[str, Any] | None = None) ->
     )
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate the model a spec describes."""
-    kwargs = dict(spec.get("kwargs") or {})
+def build_model(spec: dict[str, Any], device: str | torch.device | None = None) -> nn.Module:
+    """Instantiate the model a spec describes; `device="meta"` builds its shapes without allocating memory."""
+    if not isinstance(spec, dict):
+        raise LandscapeError(f"a model spec is a mapping, got {type(spec).__name__}")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise LandscapeError(f"the model spec's kwargs must be a mapping, got {type(kwargs).__name__}")
+    kwargs = dict(kwargs)
     if "name" in spec:
         factory = MODELS.get(spec["name"])
         if factory is None:
@@ -177,7 +183,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     else:
         raise LandscapeError("model spec names neither a built-in model nor an entry point")
     try:
-        model = factory(**kwargs)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = factory(**kwargs)
     except LandscapeError:
         raise
     except Exception as exc:  # noqa: BLE001 - user factories can fail any way
