@@ -100,14 +100,28 @@ def check_writable(path: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise LandscapeError(f"cannot write {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LandscapeError(f"cannot write {path}: no permission to write in {parent}")
+    _probe(parent, path, make_directory=parent != path.parent)
     try:
         name_max = os.pathconf(parent, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         name_max = 255
     if len(path.name.encode()) + _TEMP_OVERHEAD > name_max:
         raise LandscapeError(f"cannot write {path}: the file name is too long")
+
+
+def _probe(directory: Path, path: Path, make_directory: bool) -> None:
+    """Create and remove a temporary file (or folder, where folders are still to be made) in `directory`:
+    the only sure test that the output can be written (permissions say nothing for root, or on a read-only
+    file system), made before any work so that a computation never ends in an unwritable place."""
+    try:
+        if make_directory:
+            os.rmdir(tempfile.mkdtemp(prefix=".landscape-probe.", dir=directory))
+        else:
+            fd, name = tempfile.mkstemp(prefix=".landscape-probe.", dir=directory)
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise LandscapeError(f"cannot write {path}: {exc.strerror} in {directory}") from None
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -17,6 +17,7 @@ from .eos.measure import EosResult
 from .eos.run import RunEdges
 from .spectrum import SpectrumResult
 from .surface import SurfaceResult
+from .text import stdout_console
 
 
 def _num(x: float | None, digits: int = 6) -> str:
@@ -72,7 +73,7 @@ def print_json(payload: dict[str, Any]) -> None:
 
 
 def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or stdout_console()
     p = result.problem
     acc = f", accuracy {result.accuracy:.2f}%" if result.accuracy is not None else ""
     console.print(
@@ -138,7 +139,7 @@ def surface_dict(result: SurfaceResult) -> dict[str, Any]:
 
 
 def print_surface(result: SurfaceResult, title: str, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or stdout_console()
     p, grid, stats, s = result.problem, result.grid, result.stats, result.summary
     console.print(
         f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
@@ -177,7 +178,7 @@ def print_surface(result: SurfaceResult, title: str, console: Console | None = N
 
 
 def print_eos(result: EosResult, title: str, output: str, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or stdout_console()
     p, s = result.problem, result.setting
     console.print(
         f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
@@ -203,7 +204,7 @@ def print_eos(result: EosResult, title: str, output: str, console: Console | Non
 
 
 def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: str) -> None:
-    console = Console()
+    console = stdout_console()
     s = summary["setting"]
     console.print(f"[bold]{title}[/bold]: {s['opt']} over {s['base']}; edge: {s['formula']}")
     table = Table(
@@ -230,7 +231,7 @@ def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: 
 
 
 def print_checks(results: list[GateResult], title: str, config: str | None, seconds: float) -> None:
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"Sharpness gates for {title}", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("gate", "value", "±", "limit", "result"):
         table.add_column(col, justify="left" if col in ("gate", "result") else "right", no_wrap=True)
@@ -251,7 +252,7 @@ def print_checks(results: list[GateResult], title: str, config: str | None, seco
 
 
 def print_compare(rows: list[Delta], base: str, new: str, seconds: float) -> None:
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"new: {new}\nbase: {base}", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("measurement", "base", "new", "change", "sharper", "limit", "result"):
         table.add_column(col, justify="left" if col in ("measurement", "result") else "right", no_wrap=True)

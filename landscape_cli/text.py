@@ -29,3 +29,19 @@ def literal(text: object):  # -> rich.text.Text, imported lazily to keep `--help
     from rich.text import Text
 
     return Text(printable(text))
+
+
+#: Width given to Rich when stdout is a file or a pipe: wide enough that no value is ever wrapped or cut.
+PIPE_WIDTH = 10_000
+
+
+def stdout_console():  # -> rich.console.Console
+    """The console for results on stdout. On a terminal, Rich's own width; in a pipe or a CI log, a width
+    no line reaches, so that values (a sha256, a path) are never wrapped or truncated."""
+    import sys
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPE_WIDTH, soft_wrap=True)

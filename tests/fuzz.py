@@ -6,7 +6,7 @@ no traceback and at most one error line, run no code named in a file (marker fil
 control characters from a file to the terminal, and, when it fails, leave no file behind and change
 none that was there.
 
-    python -m tests.fuzz --cases 5000 --seed 1      # thousands on request; the suite runs a few hundred
+    python -m tests.fuzz --cases 5000 --seed 1      # thousands of files on request; the suite runs 200
 """
 
 from __future__ import annotations
@@ -522,16 +522,11 @@ def _with_input(command: str, path: Path, assets: Assets, kind: str = "") -> lis
 
 
 def generate(assets: Assets, work: Path, seed: int, count: int) -> list[Case]:
-    """Every bad option once, then damaged and hostile files, `count` cases in all (seeded)."""
+    """Every bad option of every command once, then `count` damaged or hostile files (seeded)."""
     rng = random.Random(seed)
-    options = option_cases(assets, work)
-    rng.shuffle(options)
-    cases = options[: max(count // 2, min(count, len(options)))]
-    index = 0
-    while len(cases) < count:
-        cases.append(file_case(assets, work, rng, index))
-        index += 1
-    return cases
+    cases = option_cases(assets, work)
+    rng.shuffle(cases)
+    return cases + [file_case(assets, work, rng, index) for index in range(count)]
 
 
 # -- running --------------------------------------------------------------------------------------------
@@ -575,7 +570,7 @@ def run_case(case: Case, assets: Assets, work: Path) -> Outcome:
     assets_before = _snapshot(assets.root)
     cwd = os.getcwd()
     os.chdir(work)
-    faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True)
+    faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True, file=sys.__stderr__)
     try:
         code, out, err = run_cli(case.argv)
     finally:
@@ -638,7 +633,7 @@ def fuzz(count: int, seed: int, root: Path) -> tuple[list[Outcome], Counter]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=400)
+    parser.add_argument("--cases", type=int, default=400, help="damaged or hostile files (every bad option runs too)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=30, help="violations to print")
     args = parser.parse_args(argv)

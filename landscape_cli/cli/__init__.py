@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import functools
 import os
 import sys
 
@@ -69,6 +70,11 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE}
 
 
+@functools.lru_cache(maxsize=1)
+def _click_command():  # -> click.Command; built once: Typer reads every signature and type hint (0.2 s)
+    return typer.main.get_command(app)
+
+
 def _error(message: str) -> None:
     typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
 
@@ -76,7 +82,7 @@ def _error(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Exit codes: 0 success, 1 a gate failed (check, compare, eos --fail-above), 2 bad input or
     usage, 3 internal error (a bug in landscape; the traceback with --debug), 130 interrupted, 143 terminated."""
-    command = typer.main.get_command(app)
+    command = _click_command()
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:split] or bool(os.environ.get("LANDSCAPE_DEBUG"))

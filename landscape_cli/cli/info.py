@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..checkpoint import load_checkpoint
 from ..files import require_regular_file
 from ..results import describe_results
-from ..text import literal
+from ..text import literal, stdout_console
 from . import common as c
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -65,7 +64,7 @@ def info_command(
     if json_out:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    console = Console()
+    console = stdout_console()
     table = Table(title=str(file), show_header=False)
     table.add_column(style="bold")
     table.add_column()

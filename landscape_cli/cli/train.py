@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import LandscapeError
+from ..limits import set_memory_limit
 from ..session import resolve_device, resolve_dtype
 from ..train import TrainConfig, train_model
 from ..train.config import BASES, OPTIMIZERS, SCHEDULES
@@ -109,6 +110,7 @@ def train_command(
     ] = 0,
     device: c.DeviceOpt = "auto",
     dtype: c.DtypeOpt = "float32",
+    max_memory: c.MaxMemoryOpt = None,
     resume: Annotated[
         bool, _opt("--resume", "Continue the run in --out from its latest checkpoint, exactly.", c.OUTPUT_PANEL)
     ] = False,
@@ -122,6 +124,7 @@ def train_command(
     (per-step loss, accuracy and lr; evaluations; tracked sharpness), in the native format that every
     other command reads. A live table shows progress on a terminal; plain lines otherwise.
     """
+    set_memory_limit(max_memory)
     if batch_size == "full":
         size: int | None = None
     else:

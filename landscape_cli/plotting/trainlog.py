@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ..errors import LandscapeError
 from ..results import open_results, read_attrs
+from ..text import printable
 from .style import styled
 
 
@@ -163,13 +164,18 @@ def train_figure(log: TrainLogData, log_scale: bool = False, references: Sequenc
 
 
 def _title(log: TrainLogData) -> str:
+    """'Training run ssam: ssam (sgd), lr = 0.1, momentum 0.9, rho = 0.05, weight decay 5e-4, batch 64, mlp'."""
     c = log.config
-    words = [f"Training run {log.run_name()}"]
     details = []
     if c.get("opt"):
         details.append(str(c["opt"]) + (f" ({c['base']})" if c.get("opt") != "sgd" and c.get("base") else ""))
-    if c.get("lr") is not None:
-        details.append(f"lr = {c['lr']:g}")
+    for key, text in (("lr", "lr = {}"), ("momentum", "momentum {}"), ("rho", "rho = {}"),
+                      ("weight_decay", "weight decay {}")):  # fmt: skip
+        value = c.get(key)
+        if key == "rho" and c.get("opt") in (None, "sgd"):
+            continue
+        if value is not None and not (key in ("momentum", "weight_decay") and value == 0):
+            details.append(text.format(_number(value)))
     if c.get("batch_size") is None and c:
         details.append("full batch")
     elif c.get("batch_size"):
@@ -177,7 +183,13 @@ def _title(log: TrainLogData) -> str:
     model = c.get("model")
     if isinstance(model, dict) and model.get("name"):
         details.append(str(model["name"]))
-    return words[0] + (": " + ", ".join(details) if details else "")
+    title = f"Training run {log.run_name()}" + (": " + ", ".join(details) if details else "")
+    return printable(title)
+
+
+def _number(value: object) -> str:
+    """A recorded hyper-parameter as text: numbers compactly, anything else (a damaged log) as it is."""
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 #: The edge is drawn when it lies within this factor of the largest tracked sharpness.

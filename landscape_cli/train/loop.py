@@ -21,13 +21,14 @@ import torch
 from ..atomic import check_writable
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import LandscapeError
+from ..limits import require_memory
 from ..linalg import lanczos_extremal
 from ..locks import exclusive
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
 from ..signals import sigterm_raises
 from ..zoo.data import Dataset, load_data
-from ..zoo.models import build_model
+from ..zoo.models import build_model, count_parameters
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
 from .display import Display
 from .log import TrainLog
@@ -56,6 +57,11 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return max(out.glob("step_*.pt"), key=lambda p: int(p.stem.removeprefix("step_")), default=None)
 
 
+#: Copies of the parameters a run holds: the model, its gradient, two optimizer moments, the SAM ascent, and
+#: the train, test and tracking evaluators' own models.
+COPIES_IN_TRAINING = 8
+
+
 class Run:
     """One training run: the model, its data, its optimizer and its bookkeeping."""
 
@@ -68,6 +74,10 @@ class Run:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(config.seed)
+        n_params = count_parameters(config.model)
+        if n_params is not None:  # weights, gradients, optimizer state and the evaluators' copies
+            bytes_per = torch.finfo(config.dtype).bits // 8
+            require_memory(f"training a model of {n_params:,} parameters", COPIES_IN_TRAINING * n_params * bytes_per)
         self.train_data = load_data({**config.data, "split": config.data.get("split", "train")})
         self.test_data = load_data({**config.data, "split": "test"}) if "name" in config.data else None
         self.model = build_model(config.model).to(device=self.device, dtype=config.dtype)

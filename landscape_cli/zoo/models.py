@@ -192,3 +192,11 @@ def build_model(spec: dict[str, Any], device: str | torch.device | None = None) 
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"model factory '{label}' returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def count_parameters(spec: dict[str, Any]) -> int | None:
+    """Parameters of a built-in model, counted on the meta device (no memory); None for an entry point,
+    whose code may not build there."""
+    if "name" not in spec:
+        return None
+    return sum(p.numel() for p in build_model(spec, device="meta").parameters())
