@@ -9,56 +9,67 @@ A checkpoint or a live module, ready to analyse::
     ls.compare("base.pt", "new.pt", max_increase="10%").assert_passed()
 
 The lower-level functions the commands call (compute_spectrum, compute_surface, ...) are exported too.
+Names are imported on first use, so that `import landscape_cli` (and the command line's `--help`) does
+not load torch until something needs it.
 """
 
-from ._version import __version__
-from .api import CheckResult, CompareResult, Landscape, compare, load, wrap
-from .checkpoint import Checkpoint, instantiate, load_checkpoint, save_checkpoint
-from .errors import LandscapeError
-from .linalg import hutchpp_trace, lanczos_extremal, slq_density
-from .plotting import plot_spectrum
-from .problem import ParamLayout, Problem
-from .results import describe_results, provenance, write_spectrum
-from .session import problem_from_checkpoint, resolve_device
-from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum
-from .surface import SurfaceOptions, SurfaceResult, compute_surface
-from .train import TrainConfig, train_model
-from .zoo import build_model, data_spec, load_data, model_spec
+from __future__ import annotations
 
-__all__ = [
-    "CheckResult",
-    "Checkpoint",
-    "CompareResult",
-    "Landscape",
-    "LandscapeError",
-    "ParamLayout",
-    "Problem",
-    "SpectrumOptions",
-    "SpectrumResult",
-    "SurfaceOptions",
-    "SurfaceResult",
-    "TrainConfig",
-    "__version__",
-    "build_model",
-    "compare",
-    "compute_spectrum",
-    "compute_surface",
-    "data_spec",
-    "describe_results",
-    "hutchpp_trace",
-    "instantiate",
-    "lanczos_extremal",
-    "load",
-    "load_checkpoint",
-    "load_data",
-    "model_spec",
-    "plot_spectrum",
-    "problem_from_checkpoint",
-    "provenance",
-    "resolve_device",
-    "save_checkpoint",
-    "slq_density",
-    "train_model",
-    "wrap",
-    "write_spectrum",
-]
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .errors import LandscapeError
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "CheckResult": "api",
+    "CompareResult": "api",
+    "Landscape": "api",
+    "compare": "api",
+    "load": "api",
+    "wrap": "api",
+    "Checkpoint": "checkpoint",
+    "instantiate": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "hutchpp_trace": "linalg",
+    "lanczos_extremal": "linalg",
+    "slq_density": "linalg",
+    "plot_spectrum": "plotting",
+    "ParamLayout": "problem",
+    "Problem": "problem",
+    "describe_results": "hdf5",
+    "provenance": "results",
+    "write_spectrum": "results",
+    "problem_from_checkpoint": "session",
+    "resolve_device": "session",
+    "SpectrumOptions": "spectrum",
+    "SpectrumResult": "spectrum",
+    "compute_spectrum": "spectrum",
+    "SurfaceOptions": "surface",
+    "SurfaceResult": "surface",
+    "compute_surface": "surface",
+    "TrainConfig": "train",
+    "train_model": "train",
+    "build_model": "zoo",
+    "data_spec": "zoo",
+    "load_data": "zoo",
+    "model_spec": "zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'landscape_cli' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["LandscapeError", "__version__", *_EXPORTS]

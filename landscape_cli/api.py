@@ -33,6 +33,7 @@ from .check.compare import (
     measures_of_file,
     parse_increase,
     parse_measures,
+    setting_differences,
 )
 from .check.gates import KINDS, GateResult, validate_limits
 from .check.run import run_checks
@@ -367,7 +368,7 @@ def wrap(
         hvp=hvp,
         seed=seed,
     )
-    check_model_fits_data(problem.model, dataset, device, dtype)  # switches the copy to eval mode
+    check_model_fits_data(problem.model, dataset, device, dtype, loss)  # switches the copy to eval mode
     problem.model.train(train_mode)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt = Checkpoint(state_dict=state, loss=loss, native=False)
@@ -444,6 +445,7 @@ class CompareResult:
     base: str
     new: str
     deltas: list[Delta]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -468,7 +470,8 @@ class CompareResult:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "new": self.new, "passed": self.passed, "deltas": [d.to_dict() for d in self.deltas]}
+        return {"base": self.base, "new": self.new, "passed": self.passed, "deltas": [d.to_dict() for d in self.deltas],
+                "warnings": self.warnings}  # fmt: skip
 
 
 def compare(
@@ -481,13 +484,17 @@ def compare(
     tol: float = 1e-4,
     seed: int = 0,
     tracker: Tracker | None = None,
+    force: bool = False,
     **load_options: Any,
 ) -> CompareResult:
     """Compare two models (Landscapes or checkpoint paths, measured alike: the same data options and seed,
     NEW's surface on BASE's directions) or two results files (spectrum, surface or eos files of the same
     kind). `what`: top, bottom, trace, eos, surface (default top,surface for models, what the files hold
-    otherwise). `max_increase`: 0.1 or '10%', how much sharper NEW may be. `load_options` go to `load`."""
+    otherwise). `max_increase`: 0.1 or '10%', how much sharper NEW may be. Two files measured with other
+    settings (data, sample count, loss, mode, curvature; a surface's dimension, radius or directions) are
+    refused unless `force`, which compares them with a warning. `load_options` go to `load`."""
     limit = parse_increase(max_increase)
+    warnings: list[str] = []
     names = (what if isinstance(what, str) else ",".join(what)) if what is not None else None
     if _is_model(base) != _is_model(new):
         model, other = (base, new) if _is_model(base) else (new, base)
@@ -508,11 +515,19 @@ def compare(
             new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None)
     else:
         measures = parse_measures(names) if names is not None else default_measures_of_files(Path(base))
-        base_kind, base_values, quantities = measures_of_file(Path(base), measures)
-        new_kind, new_values, _ = measures_of_file(Path(new), measures)
+        base_kind, base_values, quantities, base_settings = measures_of_file(Path(base), measures)
+        new_kind, new_values, _, new_settings = measures_of_file(Path(new), measures)
         if base_kind != new_kind:
             raise LandscapeError(f"{base} is a {base_kind} file and {new} a {new_kind} file; compare like with like")
-    return CompareResult(_name(base), _name(new), deltas(base_values, new_values, quantities, limit))
+        differences = setting_differences(base_settings, new_settings)
+        if differences:
+            message = f"{Path(base).name} and {Path(new).name} were not measured alike: " + "; ".join(differences)
+            if not force:
+                raise LandscapeError(message + "; pass --force to compare them anyway")
+            warnings.append(message)
+    result = CompareResult(_name(base), _name(new), deltas(base_values, new_values, quantities, limit))
+    result.warnings = warnings
+    return result
 
 
 def _is_model(item: Landscape | str | Path) -> bool:

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import LandscapeError
@@ -134,9 +134,10 @@ def same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
 
 
-def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwrite: bool) -> None:
+def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwrite: bool | Collection[Path]) -> None:
     """Fail before any work when an output could not be written, is one of the inputs (never replaced, even
-    with --overwrite), would clobber a file without --overwrite, or is named twice."""
+    with --overwrite), would clobber a file without --overwrite, or is named twice. `overwrite`: for every
+    output, or the outputs that may be replaced."""
     sources = [p for p in inputs if p is not None]
     for i, path in enumerate(outputs):
         check_writable(path)
@@ -146,7 +147,8 @@ def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwr
         for other in outputs[:i]:
             if same_file(path, other):
                 raise LandscapeError(f"two outputs would both be written to {path}; choose another output")
-        if (path.exists() or path.is_symlink()) and not overwrite:
+        replaceable = overwrite if isinstance(overwrite, bool) else path in overwrite
+        if (path.exists() or path.is_symlink()) and not replaceable:
             raise LandscapeError(f"{path} exists; pass --overwrite to replace it, or choose another output")
 
 
@@ -161,7 +163,7 @@ def _inside(source: Path, output: Path) -> bool:
 
 @contextlib.contextmanager
 def claim_outputs(
-    outputs: Sequence[Path], inputs: Iterable[Path | None] = (), overwrite: bool = False
+    outputs: Sequence[Path], inputs: Iterable[Path | None] = (), overwrite: bool | Collection[Path] = False
 ) -> Iterator[None]:
     """Check the outputs, then hold an exclusive lock on each for the block (a second writer is refused at
     once), checking them again under the lock, where another run may just have written one."""

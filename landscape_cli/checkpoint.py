@@ -21,6 +21,7 @@ from torch import nn
 
 from ._version import __version__
 from .atomic import atomic_path
+from .choices import LOSSES
 from .errors import LandscapeError
 from .files import file_sha256, require_regular_file, verify_archive
 from .metadata import validate_metadata
@@ -28,7 +29,6 @@ from .zoo.models import build_model
 
 FORMAT = "landscape-checkpoint"
 FORMAT_VERSION = 1
-LOSSES = ("cross_entropy", "mse")
 FOREIGN_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -73,7 +73,13 @@ class Checkpoint:
 
     @property
     def n_params(self) -> int:
-        return sum(int(t.numel()) for t in self.state_dict.values() if t.is_floating_point())
+        """Floating-point values in the state_dict, BatchNorm's running statistics aside: the parameter count
+        of every model whose other buffers are not floating point (counted without building the model)."""
+        return sum(
+            int(t.numel())
+            for name, t in self.state_dict.items()
+            if t.is_floating_point() and not name.endswith(("running_mean", "running_var"))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form (only types `weights_only=True` accepts)."""

@@ -19,6 +19,20 @@ HEAP = b"GCOL"
 MIN_COLLECTION = 4096  # libhdf5 never writes a smaller collection
 
 
+def is_hdf5(path: Path) -> bool:
+    """Whether `path` carries the HDF5 signature (at 0, or after a user block at 512, 1024, ... bytes)."""
+    with open(path, "rb") as fh:
+        at = 0
+        while True:
+            fh.seek(at)
+            head = fh.read(8)
+            if head == SIGNATURE:
+                return True
+            if len(head) < 8:
+                return False
+            at = 512 if at == 0 else at * 2
+
+
 def _size_of_lengths(data: mmap.mmap) -> int:
     """From the superblock (at 0, 512, 1024, ... when a user block precedes it); 8 when unreadable."""
     at = 0

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import importlib
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +139,16 @@ def reproducible_cuda(device: torch.device) -> Iterator[None]:
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
+
+
+@functools.cache
+def _import_jvp_decompositions_quietly() -> None:
+    """The first forward-mode call imports torch's jvp decompositions, which call the deprecated
+    `torch.jit.script` 18 times, each a DeprecationWarning in the caller's own test suite. Import them
+    here, once, with that warning silenced (ours to silence: the user did not call it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        importlib.import_module("torch._decomp.decompositions_for_jvp")
 
 
 def _disable_running_stats(model: nn.Module) -> None:
@@ -273,6 +286,7 @@ class Problem:
 
     # -- Hessian-vector products ----------------------------------------------------------------
     def _hvp_jvp(self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], chunk: slice) -> torch.Tensor:
+        _import_jvp_decompositions_quietly()
         x, y = self.x[chunk], self.y[chunk]
         _, hv = jvp(lambda p: grad(self._loss_sum)(p, x, y), (params,), (v,))
         return self.layout.flatten(hv)

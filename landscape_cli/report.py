@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich import box
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
 
 from .check.compare import MEASURES, Delta
@@ -17,7 +18,7 @@ from .eos.measure import EosResult
 from .eos.run import RunEdges
 from .spectrum import SpectrumResult
 from .surface import SurfaceResult
-from .text import stdout_console
+from .text import literal, stdout_console
 
 
 def _num(x: float | None, digits: int = 6) -> str:
@@ -68,16 +69,12 @@ def spectrum_dict(result: SpectrumResult, outputs: dict[str, str]) -> dict[str, 
     return out
 
 
-def print_json(payload: dict[str, Any]) -> None:
-    print(json.dumps(payload, indent=2, default=float))
-
-
 def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], console: Console | None = None) -> None:
     console = console or stdout_console()
     p = result.problem
     acc = f", accuracy {result.accuracy:.2f}%" if result.accuracy is not None else ""
     console.print(
-        f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
+        f"[bold]{esc(title)}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
         f"({p['mode']} mode, {p['dtype']}, {p['device']}, HVP by {p['hvp_method']})"
     )
     console.print(f"loss {result.loss:.6g}{acc}, gradient norm {result.grad_norm:.4g}")
@@ -110,7 +107,7 @@ def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], 
             f"support [{_num(float(d.grid[0]), 4)}, {_num(float(d.grid[-1]), 4)}], mean {d.mean:.4g}"
         )
     for label, path in outputs.items():
-        console.print(f"{label}: {path}")
+        console.print(f"{label}: {esc(path)}")
 
 
 def surface_dict(result: SurfaceResult) -> dict[str, Any]:
@@ -142,11 +139,12 @@ def print_surface(result: SurfaceResult, title: str, console: Console | None = N
     console = console or stdout_console()
     p, grid, stats, s = result.problem, result.grid, result.stats, result.summary
     console.print(
-        f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
+        f"[bold]{esc(title)}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
         f"({p['mode']} mode, {p['dtype']}, {p['device']})"
     )
     kinds = ", ".join(
         f"d{i + 1} {d.get('kind', '?')}"
+        + (f" from {Path(str(d['source'])).name}" if d.get("kind") in ("random", "eigen") and d.get("source") else "")
         + (f" (eigenvalue {d['eigenvalue']:.4g})" if "eigenvalue" in d else "")
         + (f" ({100 * d['explained_variance_ratio']:.1f}% of variance)" if "explained_variance_ratio" in d else "")
         for i, d in enumerate(result.directions)
@@ -155,7 +153,7 @@ def print_surface(result: SurfaceResult, title: str, console: Console | None = N
     console.print(
         f"{grid.dims}D surface, {shape} points on x {grid.x.spec()}" + (f", y {grid.y.spec()}" if grid.y else "")
     )
-    console.print(f"directions: {kinds}")
+    console.print(f"directions: {esc(kinds)}")
     rate = stats.computed / stats.seconds if stats.seconds > 0 else float("nan")
     how = "one point per pass" if stats.points_per_pass == 1 else f"{stats.points_per_pass} points per pass (vmap)"
     resumed = f", {stats.resumed} resumed" if stats.resumed else ""
@@ -174,14 +172,14 @@ def print_surface(result: SurfaceResult, title: str, console: Console | None = N
             "eigenvalues of the fitted 2x2 Hessian", ", ".join(_num(v, 4) for v in s["fit_hessian_eigenvalues"])
         )
     console.print(table)
-    console.print(f"results: {result.path}")
+    console.print(f"results: {esc(str(result.path))}")
 
 
 def print_eos(result: EosResult, title: str, output: str, console: Console | None = None) -> None:
     console = console or stdout_console()
     p, s = result.problem, result.setting
     console.print(
-        f"[bold]{title}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
+        f"[bold]{esc(title)}[/bold]: {p['n_params']:,} parameters, {p['n_samples']:,} samples "
         f"({p['mode']} mode, {p['dtype']}, {p['device']}); loss {result.loss:.6g}, gradient norm {result.grad_norm:.4g}"
     )
     keys = ["lr", "beta1"] if s["base"] == "adam" else ["lr", "momentum"]
@@ -200,13 +198,13 @@ def print_eos(result: EosResult, title: str, output: str, console: Console | Non
     colour = {"below": "green", "at": "yellow", "above": "red"}[result.verdict]
     table.add_row(f"verdict (band ±{result.band:g})", f"[{colour}]{result.verdict}[/{colour}]")
     console.print(table)
-    console.print(f"results: {output}")
+    console.print(f"results: {esc(output)}")
 
 
 def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: str) -> None:
     console = stdout_console()
     s = summary["setting"]
-    console.print(f"[bold]{title}[/bold]: {s['opt']} over {s['base']}; edge: {s['formula']}")
+    console.print(f"[bold]{esc(title)}[/bold]: {s['opt']} over {s['base']}; edge: {s['formula']}")
     table = Table(
         title=f"Sharpness against the edge ({summary['tracked_steps']} tracked steps from step {summary['after_step']})"
     )
@@ -227,12 +225,12 @@ def print_eos_run(edges: RunEdges, summary: dict[str, Any], title: str, output: 
         f"at the edge (±{summary['band']:g}) at {100 * summary['fraction_at_edge']:.0f}% of tracked steps; "
         + (f"sharpening first reached it at step {first}" if first is not None else "it never reached the edge")
     )
-    console.print(f"results: {output}")
+    console.print(f"results: {esc(output)}")
 
 
 def print_checks(results: list[GateResult], title: str, config: str | None, seconds: float) -> None:
     console = stdout_console()
-    table = Table(title=f"Sharpness gates for {title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=literal(f"Sharpness gates for {title}"), box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("gate", "value", "±", "limit", "result"):
         table.add_column(col, justify="left" if col in ("gate", "result") else "right", no_wrap=True)
     kinds: dict[str, list[str]] = {}
@@ -246,14 +244,14 @@ def print_checks(results: list[GateResult], title: str, config: str | None, seco
     console.print(table)
     console.print("±: " + "; ".join(f"{kind} ({', '.join(names)})" for kind, names in kinds.items()))
     if config:
-        console.print(f"config: {config}")
+        console.print(f"config: {esc(config)}")
     failed = sum(not r.passed for r in results)
     console.print(f"{len(results) - failed} of {len(results)} gates passed in {seconds:.1f} s")
 
 
 def print_compare(rows: list[Delta], base: str, new: str, seconds: float) -> None:
     console = stdout_console()
-    table = Table(title=f"new: {new}\nbase: {base}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=literal(f"{base} (base) against {new} (new)"), box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("measurement", "base", "new", "change", "sharper", "limit", "result"):
         table.add_column(col, justify="left" if col in ("measurement", "result") else "right", no_wrap=True)
     for r in rows:

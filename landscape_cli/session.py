@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from .checkpoint import Checkpoint, instantiate, require
-from .errors import LandscapeError
+from .checkpoint import Checkpoint, instantiate
+from .errors import LandscapeError, LandscapeWarning
 from .problem import Problem
 from .zoo.data import Dataset, load_data
 
@@ -38,10 +40,14 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
-    """A fixed seeded subset of `samples` indices (sorted), or None for all `n`."""
+    """A fixed seeded subset of `samples` indices (sorted), or None for all `n` (with a warning when more
+    were asked for than there are)."""
     if samples is None or samples >= n:
         if samples is not None and samples < 1:
             raise LandscapeError(f"--samples must be at least 1, got {samples}")
+        if samples is not None and samples > n:
+            warnings.warn(f"--samples {samples:,} is more than the {n:,} samples there are; using all of them",
+                          LandscapeWarning, stacklevel=2)  # fmt: skip
         return None
     if samples < 1:
         raise LandscapeError(f"--samples must be at least 1, got {samples}")
@@ -49,19 +55,40 @@ def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | Non
     return torch.randperm(n, generator=generator)[:samples].sort().values
 
 
-def check_model_fits_data(model: torch.nn.Module, data: Dataset, device: torch.device, dtype: torch.dtype) -> None:
-    """One forward pass on two samples (eval mode), so that a model that does not fit the data fails
-    here with a message instead of deep inside a computation."""
+def check_model_fits_data(
+    model: torch.nn.Module, data: Dataset, device: torch.device, dtype: torch.dtype, loss: str | None = None
+) -> None:
+    """One forward pass on two samples (eval mode), so that a model that does not fit the data or the loss
+    fails here with a message naming the shapes, instead of deep inside a computation."""
+    batch = data.x[:2]
     try:
         with torch.no_grad():
-            out = model.eval()(data.x[:2].to(device, dtype))
+            out = model.eval()(batch.to(device, dtype))
     except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
         raise LandscapeError(
             f"the model does not accept inputs of shape {tuple(data.x.shape[1:])} from the data: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
-    if data.task == "classification" and out.shape[-1] <= int(data.y.max()):
-        raise LandscapeError(f"the model has {out.shape[-1]} outputs but the data has labels up to {int(data.y.max())}")
+    if not isinstance(out, torch.Tensor):
+        raise LandscapeError(f"the model returns a {type(out).__name__}; the loss needs a tensor of outputs")
+    shape, n = tuple(out.shape), len(batch)
+    if data.task == "classification" and (loss or "cross_entropy") == "cross_entropy":
+        if out.dim() != 2 or shape[0] != n:
+            raise LandscapeError(
+                f"the model's output has shape {shape} for a batch of {n}; cross_entropy over class labels needs "
+                f"(batch, classes), i.e. ({n}, C)"
+            )
+        if shape[-1] <= int(data.y.max()):
+            raise LandscapeError(f"the model has {shape[-1]} outputs but the data has labels up to {int(data.y.max())}")
+        return
+    if out.dim() == 0 or shape[0] != n:
+        raise LandscapeError(f"the model's output has shape {shape} for a batch of {n}; it must start with the batch")
+    wanted = (shape[-1],) if data.task == "classification" else tuple(data.y.shape[1:])
+    if shape[1:] != wanted or (data.task == "classification" and shape[-1] <= int(data.y.max())):
+        what = f"one-hot labels up to {int(data.y.max())}" if data.task == "classification" else "targets"
+        raise LandscapeError(
+            f"the model's output has shape {shape} but mse against {what} needs ({n}, {', '.join(map(str, wanted))})"
+        )
 
 
 def problem_from_checkpoint(
@@ -79,18 +106,18 @@ def problem_from_checkpoint(
     """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset."""
     ckpt.spec("model")
     spec = dict(ckpt.spec("data"))
-    require(ckpt, "loss")
-    assert ckpt.loss is not None
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
     if split is not None:
         spec["split"] = split
     data = load_data(spec)
+    if ckpt.loss is None:  # a plain state_dict: class labels mean cross-entropy, real-valued targets MSE
+        ckpt.loss = "cross_entropy" if data.task == "classification" else "mse"
     indices = subset_indices(len(data), samples, seed)
     if indices is not None:
         data = data.subset(indices)
     model = instantiate(ckpt, device=device, dtype=dtype)
-    check_model_fits_data(model, data, device, dtype)
+    check_model_fits_data(model, data, device, dtype, ckpt.loss)
     return Problem(
         model,
         data,

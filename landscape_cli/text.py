@@ -45,3 +45,10 @@ def stdout_console():  # -> rich.console.Console
     if sys.stdout.isatty():
         return Console()
     return Console(width=PIPE_WIDTH, soft_wrap=True)
+
+
+def print_json(payload: dict) -> None:
+    """JSON for scripts on stdout (numpy numbers as floats)."""
+    import json
+
+    print(json.dumps(payload, indent=2, default=float))

@@ -57,6 +57,15 @@ def mlp_ckpt() -> Path:
     return SAMPLE_DIR / "mlp_digits.pt"
 
 
+@pytest.fixture
+def local_mlp(tmp_path, mlp_ckpt) -> Path:
+    """A copy of the sample MLP in tmp_path: default outputs go beside a checkpoint, so a test that relies on
+    them works on a copy, never writing into sample_checkpoints/."""
+    path = tmp_path / mlp_ckpt.name
+    path.write_bytes(mlp_ckpt.read_bytes())
+    return path
+
+
 def assert_user_error(result: CliResult, *fragments: str) -> str:
     """Exit 2, exactly one 'error:' line naming every fragment, no traceback, nothing on stdout."""
     assert result.code == 2, (result.code, result.err)

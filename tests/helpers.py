@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from landscape_cli.problem import ParamLayout
+from landscape_cli.problem import ParamLayout, _import_jvp_decompositions_quietly
 from landscape_cli.zoo.data import Dataset
 from landscape_cli.zoo.models import MLP, SmallCNN, SmallResNet
+
+_import_jvp_decompositions_quietly()  # torch.func.hessian below uses them; torch's import warns 18 times
 
 
 def tiny_models() -> dict[str, torch.nn.Module]:

@@ -177,13 +177,13 @@ def test_cuda_requested_without_cuda(cli, mlp_ckpt, tmp_path, monkeypatch, devic
 # -- results already on disk ------------------------------------------------------------------
 
 
-def test_existing_output_is_refused_and_kept(cli, mlp_ckpt, tmp_path, monkeypatch):
+def test_existing_output_is_refused_and_kept(cli, local_mlp, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlp_digits.spectrum.h5").write_bytes(b"precious results")
-    result = cli("spectrum", mlp_ckpt, *FAST)
+    result = cli("spectrum", local_mlp, *FAST)
     assert_user_error(result, "mlp_digits.spectrum.h5 exists", "--overwrite")
     assert (tmp_path / "mlp_digits.spectrum.h5").read_bytes() == b"precious results"
-    assert listing(tmp_path) == {"mlp_digits.spectrum.h5"}
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.spectrum.h5"}
 
 
 def test_existing_figure_alone_is_refused(cli, mlp_ckpt, tmp_path, monkeypatch):
@@ -199,60 +199,60 @@ def test_existing_figure_alone_is_refused(cli, mlp_ckpt, tmp_path, monkeypatch):
     assert (tmp_path / "res.png").read_bytes() == b"an old figure"
 
 
-def test_overwrite_replaces_existing_output(cli, mlp_ckpt, tmp_path, monkeypatch):
+def test_overwrite_replaces_existing_output(cli, local_mlp, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlp_digits.spectrum.h5").write_bytes(b"old")
     (tmp_path / "mlp_digits.spectrum.png").write_bytes(b"old")
-    result = cli("spectrum", mlp_ckpt, "--overwrite", *FAST)
+    result = cli("spectrum", local_mlp, "--overwrite", *FAST)
     assert result.code == 0, result.err
     with h5py.File(tmp_path / "mlp_digits.spectrum.h5", "r") as f:
         assert f.attrs["kind"] == "spectrum"
         assert f["top/eigenvalues"].shape == (2,)
     assert (tmp_path / "mlp_digits.spectrum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert listing(tmp_path) == {"mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
 
 
-def test_failed_run_with_overwrite_keeps_existing_output(cli, bad, tmp_path, mlp_ckpt, monkeypatch):
+def test_failed_run_with_overwrite_keeps_existing_output(cli, bad, tmp_path, local_mlp, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlp_digits.spectrum.h5").write_bytes(b"precious results")
-    result = cli("spectrum", mlp_ckpt, "--data", bad / "nan_x.npz", "--overwrite", *FAST)
+    result = cli("spectrum", local_mlp, "--data", bad / "nan_x.npz", "--overwrite", *FAST)
     assert_user_error(result, "not finite")
     assert (tmp_path / "mlp_digits.spectrum.h5").read_bytes() == b"precious results"
-    assert listing(tmp_path) == {"mlp_digits.spectrum.h5"}
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.spectrum.h5"}
 
 
-def test_failure_while_writing_leaves_old_files_and_no_temp_files(cli, mlp_ckpt, tmp_path, monkeypatch):
+def test_failure_while_writing_leaves_old_files_and_no_temp_files(cli, local_mlp, tmp_path, monkeypatch):
     """The figure fails after the HDF5 file is written: neither output appears, the old ones stay."""
-    import landscape_cli.cli.spectrum as spectrum_cli
+    import landscape_cli.plotting as plotting
 
     def broken_plot(h5_path, out, *args, **kwargs):
         Path(out).write_bytes(b"half a figure")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(spectrum_cli, "draw_spectrum", broken_plot)
+    monkeypatch.setattr(plotting, "draw_spectrum", broken_plot)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlp_digits.spectrum.h5").write_bytes(b"old results")
     (tmp_path / "mlp_digits.spectrum.png").write_bytes(b"old figure")
-    result = cli("spectrum", mlp_ckpt, "--overwrite", *FAST)
+    result = cli("spectrum", local_mlp, "--overwrite", *FAST)
     assert result.code == 3  # not the user's fault: an internal error, still one line
     assert result.error_lines == [
         "error: internal error: RuntimeError: disk full (run again with --debug for the traceback, and please "
         "report it)"
     ]
     assert "Traceback" not in result.err
-    assert listing(tmp_path) == {"mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
     assert (tmp_path / "mlp_digits.spectrum.h5").read_bytes() == b"old results"
     assert (tmp_path / "mlp_digits.spectrum.png").read_bytes() == b"old figure"
 
 
 def test_debug_environment_variable_shows_the_traceback(mlp_ckpt, tmp_path, monkeypatch):
-    import landscape_cli.cli.spectrum as spectrum_cli
+    import landscape_cli.session as session
     from landscape_cli.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(spectrum_cli, "problem_from_checkpoint", broken)
+    monkeypatch.setattr(session, "problem_from_checkpoint", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LANDSCAPE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="a bug"):

@@ -176,16 +176,21 @@ def test_provenance_attributes(full, mlp_ckpt):
 # -- outputs --------------------------------------------------------------------------------
 
 
-def test_default_output_names_in_the_working_directory(cli, mlp_ckpt, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = cli("spectrum", mlp_ckpt, *FAST, "--hvp", "auto")  # auto: time both methods, keep the faster
+def test_default_outputs_go_beside_the_checkpoint(cli, mlp_ckpt, tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    ckpt = tmp_path / "models" / "mlp_digits.pt"
+    ckpt.write_bytes(mlp_ckpt.read_bytes())
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = cli("spectrum", "../models/mlp_digits.pt", *FAST, "--hvp", "auto")  # auto: time both, keep the faster
     assert result.code == 0, result.err
-    assert listing(tmp_path) == {"mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
-    assert (tmp_path / "mlp_digits.spectrum.png").read_bytes()[:8] == PNG_MAGIC
+    assert listing(tmp_path / "models") == {"mlp_digits.pt", "mlp_digits.spectrum.h5", "mlp_digits.spectrum.png"}
+    assert listing(tmp_path / "elsewhere") == set()
+    assert (tmp_path / "models" / "mlp_digits.spectrum.png").read_bytes()[:8] == PNG_MAGIC
     assert "2,410 parameters, 200 samples" in result.out
-    assert "results: mlp_digits.spectrum.h5" in result.out
-    assert "figure: mlp_digits.spectrum.png" in result.out
-    with h5py.File(tmp_path / "mlp_digits.spectrum.h5", "r") as f:
+    assert "results: ../models/mlp_digits.spectrum.h5" in result.out
+    assert "figure: ../models/mlp_digits.spectrum.png" in result.out
+    with h5py.File(tmp_path / "models" / "mlp_digits.spectrum.h5", "r") as f:
         assert f.attrs["hvp_method"] in ("jvp", "double-backward")
         assert f["top/eigenvalues"].shape == (2,)
 

@@ -18,6 +18,7 @@ import torch
 import landscape_cli as ls
 from landscape_cli.checkpoint import load_checkpoint
 from landscape_cli.errors import LandscapeError
+from landscape_cli.hdf5 import describe_results
 from landscape_cli.locks import exclusive
 
 from .conftest import SAMPLE_DIR, assert_user_error, listing
@@ -260,7 +261,7 @@ def test_two_concurrent_trainings_into_one_directory(tmp_path, gate):
     gate.unlink()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    log = ls.results.describe_results(tmp_path / "run" / "train.h5")
+    log = describe_results(tmp_path / "run" / "train.h5")
     assert any(d["name"] == "train/loss" and d["shape"] == [3] for d in log["datasets"])
 
 
@@ -458,12 +459,12 @@ def test_bad_input_exits_2_before_any_work(cli, tmp_path, monkeypatch, args, fra
 
 
 def test_an_internal_error_is_exit_3_with_the_traceback_behind_debug(cli, tmp_path, monkeypatch):
-    import landscape_cli.cli.spectrum as spectrum_cli
+    import landscape_cli.spectrum as spectrum
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(spectrum_cli, "compute_spectrum", broken)
+    monkeypatch.setattr(spectrum, "compute_spectrum", broken)
     monkeypatch.chdir(tmp_path)
     result = cli("spectrum", MLP, *QUICK)
     assert result.code == 3 and "internal error" in result.err and "--debug" in result.err

@@ -105,8 +105,8 @@ def test_info_results_file_table(cli, spectrum_file):
     ("make", "fragments"),
     [
         (None, ["file not found"]),
-        ("dir", ["is a directory"]),
-        ("text", ["not a PyTorch checkpoint"]),
+        ("dir", ["not a run directory"]),
+        ("text", ["neither a checkpoint"]),
         ("bad_h5", ["not a readable HDF5 file"]),
     ],
 )

@@ -4,6 +4,7 @@ orientation of non-square grids, output names, and the user-error contract."""
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +29,9 @@ from landscape_cli.plotting import (
 )
 from landscape_cli.train.log import TrainLog
 
-from .conftest import FAST, assert_user_error, listing
+from .conftest import FAST, SAMPLE_DIR, assert_user_error, listing
+
+SAMPLE_MLP = SAMPLE_DIR / "mlp_digits.pt"
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF"}
 # A non-square grid with different extents, so that a transposition changes shapes and ranges.
@@ -142,14 +145,35 @@ def plot_ok(cli, *args) -> list[Path]:
 # -- figures of every kind ------------------------------------------------------------------------------
 
 
-def test_2d_default_names_all_kinds(cli, files, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    paths = plot_ok(cli, files.surf2d)
-    names = ["bowl_2d_contour.png", "bowl_2d_filled.png", "bowl_2d_heatmap.png", "bowl_2d_3d.png"]
-    assert paths == [Path(n) for n in names]
+def test_2d_default_names_all_kinds(cli, files, tmp_path):
+    paths = plot_ok(cli, files.surf2d, "--out", tmp_path)  # a directory takes the default names
+    names = ["bowl.contour.png", "bowl.filled.png", "bowl.heatmap.png", "bowl.3d.png"]
+    assert paths == [tmp_path / n for n in names]
     assert listing(tmp_path) == set(names)  # and no temporary file left beside them
     for p in paths:
-        assert_magic(tmp_path / p, "png")
+        assert_magic(p, "png")
+
+
+def test_figures_go_beside_their_input_named_after_it(cli, files, tmp_path, monkeypatch):
+    """The one naming rule: X.h5 gives X.png (X.<kind>.png for a 2D surface), beside X.h5, wherever the
+    command runs; a run directory its train.png; and plot redraws its own figures without --overwrite."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    (tmp_path / "run").mkdir()
+    for source, target in ((files.surf2d, "s.surface2d.h5"), (files.spectrum, "m.spectrum.h5"),
+                           (files.run / "train.h5", "run/train.h5")):  # fmt: skip
+        (tmp_path / target).write_bytes(source.read_bytes())
+    expected = [tmp_path / "s.surface2d.contour.png", tmp_path / "m.spectrum.png", tmp_path / "run" / "train.png"]
+    args = [tmp_path / "s.surface2d.h5", tmp_path / "m.spectrum.h5", tmp_path / "run", "--kind", "contour"]
+    assert plot_ok(cli, *args) == expected
+    assert listing(tmp_path / "here") == set()
+    before = {p: p.stat().st_mtime_ns for p in expected}
+    time.sleep(0.01)
+    assert plot_ok(cli, *args) == expected  # its own figures: redrawn without --overwrite
+    assert all(p.stat().st_mtime_ns > before[p] for p in expected)
+    expected[1].write_bytes(b"a figure someone else made")
+    assert_user_error(cli("plot", *args), "m.spectrum.png exists", "--overwrite")
+    assert expected[1].read_bytes() == b"a figure someone else made"
 
 
 @pytest.mark.parametrize("fmt", ["pdf", "svg"])
@@ -162,7 +186,7 @@ def test_formats(cli, files, tmp_path, fmt):
 def test_log_scale_set_with_out_prefix(cli, files, tmp_path):
     # The format follows --out's extension, and several figures make it a prefix.
     paths = plot_ok(cli, files.surf2d, "--kind", "all", "--log", "--out", tmp_path / "set.pdf")
-    assert paths == [tmp_path / f"set_2d_{k}.pdf" for k in ("contour", "filled", "heatmap", "3d")]
+    assert paths == [tmp_path / f"set.{k}.pdf" for k in ("contour", "filled", "heatmap", "3d")]
     for p in paths:
         assert_magic(p, "pdf")
 
@@ -172,23 +196,23 @@ def test_format_disagreeing_with_out(cli, files, tmp_path):
     assert listing(tmp_path) == set()
 
 
-def test_spectrum_train_log_and_li_file_with_json(cli, files, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = cli("plot", files.spectrum, files.run, files.run / "train.h5", files.li, "--kind", "heatmap", "--json")
+def test_spectrum_train_log_and_li_file_with_json(cli, files, tmp_path):
+    result = cli("plot", files.spectrum, files.run, files.li, "--kind", "heatmap", "--json", "--out", tmp_path)
     assert result.code == 0, result.err
     payload = json.loads(result.out)
-    expected = ["spec_spectrum.png", "run_train.png", "train_train.png", "li_bare_2d_heatmap.png"]
-    assert payload == {"figures": expected, "vtp": []}
+    expected = ["spec.png", "train.png", "li_bare.heatmap.png"]
+    assert payload == {"figures": [str(tmp_path / name) for name in expected], "vtp": []}
     for name in expected:
         assert_magic(tmp_path / name, "png")
+    result = cli("plot", files.run, files.run / "train.h5", "--out", tmp_path)
+    assert_user_error(result, "two outputs would both be written to", "train.png")
 
 
-def test_1d_overlay_of_two_files(cli, files, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    paths = plot_ok(cli, files.line_a, files.line_b, "--label", "SGD", "--label", "SAM", "--log")
-    assert paths == [Path("line_a_1d_compare.png")]
-    assert_magic(tmp_path / paths[0], "png")
-    assert plot_ok(cli, files.line_b) == [Path("line_b_1d.png")]
+def test_1d_overlay_of_two_files(cli, files, tmp_path):
+    paths = plot_ok(cli, files.line_a, files.line_b, "--label", "SGD", "--label", "SAM", "--log", "--out", tmp_path)
+    assert paths == [tmp_path / "line_a.compare.png"]
+    assert_magic(paths[0], "png")
+    assert plot_ok(cli, files.line_b, "--out", tmp_path) == [tmp_path / "line_b.png"]
 
     fig = figure_1d([load_surface(files.line_a), load_surface(files.line_b)], ["SGD", "SAM"])
     ax, ax_acc = fig.axes
@@ -208,9 +232,8 @@ def test_1d_overlay_of_two_files(cli, files, tmp_path, monkeypatch):
     assert ax.get_xlabel() == "direction 1 (towards final.pt)"
 
 
-def test_1d_cut_of_a_2d_surface(cli, files, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert plot_ok(cli, files.surf2d, "--1d", "--surface", "test_loss") == [Path("bowl_1d.png")]
+def test_1d_cut_of_a_2d_surface(cli, files, tmp_path):
+    assert plot_ok(cli, files.surf2d, "--1d", "--surface", "test_loss", "--out", tmp_path) == [tmp_path / "bowl.png"]
     cut = load_surface(files.surf2d).cut_at_zero()
     assert cut.dims == 1 and cut.cut_at == 0.0
     np.testing.assert_array_equal(cut.data["test_loss"], 1.2 * loss_2d()[2])  # row of y = 0
@@ -271,7 +294,7 @@ def test_heatmap_cells_sit_on_their_grid_points(files):
     assert ax.get_title() == "train loss around final.pt"
     assert fig.axes[1].get_ylabel() == "train loss"  # the colour bar
     labels = ax.get_legend_handles_labels()[1]
-    assert labels == ["centre", "trajectory", "start (step 0)", "end (step 30)", "checkpoints"]
+    assert labels == ["trajectory", "start (step 0)", "end (step 30)", "centre", "checkpoints"]
 
 
 def test_contour_lines_stay_in_the_grid(files):
@@ -326,11 +349,10 @@ def parse_vtp(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("log", [False, True])
-def test_vtp_of_a_grid_with_a_nan_point(cli, files, tmp_path, monkeypatch, log):
-    monkeypatch.chdir(tmp_path)
-    paths = plot_ok(cli, files.surf2d, "--kind", "heatmap", "--vtp", *(["--log"] if log else []))
-    name = "bowl_train_loss_log.vtp" if log else "bowl_train_loss.vtp"
-    assert paths == [Path("bowl_2d_heatmap.png"), Path(name)]
+def test_vtp_of_a_grid_with_a_nan_point(cli, files, tmp_path, log):
+    paths = plot_ok(cli, files.surf2d, "--kind", "heatmap", "--vtp", *(["--log"] if log else []), "--out", tmp_path)
+    name = "bowl.train_loss_log.vtp" if log else "bowl.train_loss.vtp"
+    assert paths == [tmp_path / "bowl.heatmap.png", tmp_path / name]
     vtp = parse_vtp(tmp_path / name)
     assert vtp["type"] == "PolyData"
     assert vtp["points"] == 7 * 5 - 1 and len(vtp["xyz"]) == 34
@@ -358,18 +380,18 @@ def test_vtp_of_a_grid_with_a_nan_point(cli, files, tmp_path, monkeypatch, log):
 # -- output naming and refusal ---------------------------------------------------------------------------
 
 
-def test_existing_output_is_refused_before_drawing(cli, files, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "bowl_2d_heatmap.png").write_text("keep me")
-    assert_user_error(cli("plot", files.surf2d), "bowl_2d_heatmap.png", "--overwrite")
-    assert listing(tmp_path) == {"bowl_2d_heatmap.png"}  # not even the contour was drawn
-    assert (tmp_path / "bowl_2d_heatmap.png").read_text() == "keep me"
-    assert plot_ok(cli, files.surf2d, "--kind", "heatmap", "--overwrite") == [Path("bowl_2d_heatmap.png")]
-    assert_magic(tmp_path / "bowl_2d_heatmap.png", "png")
+def test_existing_output_is_refused_before_drawing(cli, files, tmp_path):
+    (tmp_path / "bowl.heatmap.png").write_text("keep me")
+    assert_user_error(cli("plot", files.surf2d, "--out", tmp_path), "bowl.heatmap.png", "--overwrite")
+    assert listing(tmp_path) == {"bowl.heatmap.png"}  # not even the contour was drawn
+    assert (tmp_path / "bowl.heatmap.png").read_text() == "keep me"
+    paths = plot_ok(cli, files.surf2d, "--kind", "heatmap", "--overwrite", "--out", tmp_path)
+    assert paths == [tmp_path / "bowl.heatmap.png"]
+    assert_magic(tmp_path / "bowl.heatmap.png", "png")
 
 
 def test_a_failure_midway_leaves_no_file(cli, files, tmp_path, monkeypatch):
-    import landscape_cli.cli.plot as plot_module
+    import landscape_cli.cli.plot_jobs as plot_module
 
     real = plot_module.figure_2d
 
@@ -379,8 +401,7 @@ def test_a_failure_midway_leaves_no_file(cli, files, tmp_path, monkeypatch):
         return real(surface, kind, *args, **kwargs)
 
     monkeypatch.setattr(plot_module, "figure_2d", failing)
-    monkeypatch.chdir(tmp_path)
-    result = cli("plot", files.surf2d)
+    result = cli("plot", files.surf2d, "--out", tmp_path)
     assert result.code == 3 and "internal error" in result.err and "boom" in result.err
     assert listing(tmp_path) == set()
 
@@ -388,10 +409,10 @@ def test_a_failure_midway_leaves_no_file(cli, files, tmp_path, monkeypatch):
 def test_several_inputs_with_out_prefix(cli, files, tmp_path):
     paths = plot_ok(cli, files.surf2d, files.li, "--kind", "contour", "--vtp", "--out", tmp_path / "p.svg")
     assert paths == [
-        tmp_path / "p_bowl_2d_contour.svg",
-        tmp_path / "p_bowl_train_loss.vtp",
-        tmp_path / "p_li_bare_2d_contour.svg",
-        tmp_path / "p_li_bare_train_loss.vtp",
+        tmp_path / "p.bowl.contour.svg",
+        tmp_path / "p.bowl.train_loss.vtp",
+        tmp_path / "p.li_bare.contour.svg",
+        tmp_path / "p.li_bare.train_loss.vtp",
     ]
     assert listing(tmp_path) == {p.name for p in paths}
 
@@ -424,3 +445,112 @@ def test_user_errors(cli, files, tmp_path, monkeypatch, case):
     before = listing(tmp_path)
     assert_user_error(cli("plot", *args), *fragments)
     assert listing(tmp_path) == before
+
+
+# -- figures for papers: what a reader sees at print size ------------------------------------------------
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_spectrum_figure_shows_the_trace_and_no_density_floor(cli, files, tmp_path):
+    from landscape_cli.plotting import spectrum_figure
+
+    path = tmp_path / "full.h5"
+    args = ["--samples", "200", "--max-iter", "40", "--top-k", "5", "--bottom-k", "2", "--hvp", "double-backward"]
+    assert cli("spectrum", SAMPLE_MLP, *args, "--trace", "--density", "--no-plot", "-q", "--out", path).code == 0
+    fig = spectrum_figure(path)
+    renderer = _drawn(fig)
+    eig, density = fig.axes
+    with h5py.File(path) as f:
+        trace = f["trace"].attrs["estimate"]
+        peak = f["density/density"][()].max()
+        raw = f["density/density"][()]
+    assert f"trace {trace:.5g}" in fig._suptitle.get_text()
+    # the density is drawn as it is: zeros are gaps, nothing is lifted onto a floor that would look like data
+    (line,) = density.get_lines()
+    np.testing.assert_array_equal(np.isnan(line.get_ydata()), raw <= 0)
+    np.testing.assert_array_equal(line.get_ydata()[raw > 0], raw[raw > 0])
+    assert density.get_ylim()[0] == pytest.approx(peak * 1e-6)
+    # every eigenvalue label lies inside its panel
+    box = eig.get_window_extent(renderer)
+    for text in eig.texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, text
+
+
+def test_log_colour_bar_has_round_labelled_ticks(files):
+    fig = figure_2d(load_surface(files.surf2d), "contour", scale=ColourScale(log=True))
+    _drawn(fig)
+    bar = fig.axes[1]
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    values = [float(t) for t in labels]  # plain numbers: no 4.0462x10^-1, no TeX
+    assert len(values) >= 3
+    for v in values:
+        mantissa = v / 10 ** np.floor(np.log10(v))
+        assert round(mantissa, 6) in {1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0}
+    assert bar.get_yticks(minor=True).size == 0
+
+
+def test_legends_stay_off_the_data(files):
+    for fig in (figure_2d(load_surface(files.surf2d), "contour"), figure_1d([load_surface(files.line_a),
+                                                                             load_surface(files.line_b)])):  # fmt: skip
+        renderer = _drawn(fig)
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y1 <= ax.get_window_extent(renderer).y0  # under the axes, not over the curves
+
+
+def test_3d_tick_labels_do_not_run_together(files):
+    fig = figure_2d(load_surface(files.surf2d), "3d")
+    renderer = _drawn(fig)
+    ax = fig.axes[0]
+    for axis in (ax.xaxis, ax.yaxis):
+        boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_text()]
+        assert 2 <= len(boxes) <= 5
+        for a, b in zip(boxes, boxes[1:], strict=False):
+            assert not a.overlaps(b)
+
+
+def test_trajectory_end_shows_beside_the_centre_star(files):
+    fig = figure_2d(load_surface(files.surf2d), "filled")
+    ax = fig.axes[0]
+    markers = {line.get_label(): line for line in ax.get_lines()}
+    end = next(line for label, line in markers.items() if label.startswith("end"))
+    assert end.get_markersize() > markers["centre"].get_markersize()
+
+
+def test_accuracy_axes_end_at_100(files):
+    fig = figure_1d([load_surface(files.line_a), load_surface(files.line_b)], ["SGD", "SAM"])
+    assert fig.axes[1].get_ylim()[1] == 100
+    log = read_train_log(files.run / "train.h5")
+    assert train_figure(log).axes[1].get_ylim()[1] <= 100
+
+
+def test_overlay_title_names_what_is_compared(files):
+    fig = figure_1d([load_surface(files.line_a), load_surface(files.line_b)], ["SGD", "SAM"])
+    title = fig.axes[0].get_title()
+    assert title.startswith("train loss around ") and "files" not in title
+
+
+def test_training_title_names_the_hyper_parameters(tmp_path):
+    log = TrainLog(tmp_path / "train.h5", {"kind": "train-log", "config": {
+        "opt": "ssam", "base": "sgd", "lr": 0.1, "momentum": 0.9, "rho": 0.05, "weight_decay": 5e-4,
+        "batch_size": 64, "model": {"name": "mlp"}}})  # fmt: skip
+    log.append("train", {"step": 1, "epoch": 0.1, "loss": 1.0, "lr": 0.1})
+    log.close()
+    title = train_figure(read_train_log(tmp_path / "train.h5"))._suptitle.get_text()
+    assert title == "Training run " + tmp_path.name + ": ssam (sgd), lr = 0.1, momentum 0.9, rho = 0.05, " \
+        "weight decay 0.0005, batch 64, mlp"  # fmt: skip
+
+
+def test_figures_are_drawn_at_print_size(files):
+    """One panel about a column wide, a row of panels a page wide (inches), so type prints at 7-10 pt."""
+    assert figure_2d(load_surface(files.surf2d), "contour").get_size_inches()[0] <= 5.0
+    assert figure_1d([load_surface(files.line_a)]).get_size_inches()[0] <= 5.0
+    assert train_figure(read_train_log(files.run / "train.h5")).get_size_inches()[0] <= 7.5

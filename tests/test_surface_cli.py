@@ -940,17 +940,18 @@ def test_existing_output_is_kept_without_overwrite(cli, tmp_path):
     assert read(out).attrs["kind"] == "surface"
 
 
-def test_default_output_name_and_a_single_split(cli, tmp_path, monkeypatch):
+def test_default_output_name_and_a_single_split(cli, tmp_path, monkeypatch, local_mlp):
     monkeypatch.chdir(tmp_path)
-    payload = surface(cli, MLP_CKPT, "--2d", "--x", "-1:1:3", "--y", "-1:1:3", "--split", "test", "--samples", "100")
-    assert payload["output"] == "mlp_digits.surface2d.h5"
-    assert listing(tmp_path) == {"mlp_digits.surface2d.h5"}
+    payload = surface(cli, "mlp_digits.pt", "--2d", "--x", "-1:1:3", "--y", "-1:1:3", "--split", "test", "--samples",
+                      "100")  # fmt: skip
+    assert payload["output"] == "mlp_digits.surface2d.h5"  # beside the checkpoint
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.surface2d.h5"}
     f = read(tmp_path / "mlp_digits.surface2d.h5")
     assert set(f.datasets) == {"xcoordinates", "ycoordinates", "test_loss", "test_acc"}
     assert f.attrs["splits"] == ["test"] and f.summary["split"] == "test"
     assert f.test_loss[1, 1] == pytest.approx(problem(MLP_CKPT, split="test", samples=100).evaluate()["loss"], rel=1e-6)
     surface(cli, MLP_CKPT, "--x", "-1:1:3", "--samples", "100", "--out", "line")
-    assert listing(tmp_path) == {"mlp_digits.surface2d.h5", "line.h5"}
+    assert listing(tmp_path) == {"mlp_digits.pt", "mlp_digits.surface2d.h5", "line.h5"}
 
 
 def test_foreign_checkpoint_with_model_and_data_options(cli, tmp_path, mlp_plane):

@@ -13,8 +13,8 @@ baseline=${2:-$samples/mlp_digits.pt}
 reports=${REPORTS:-.}
 mkdir -p "$reports"
 
-# Absolute limits from the config file; JUnit XML for the CI system's test view.
-landscape check "$candidate" --config "$here/landscape.toml" --junit "$reports/sharpness-junit.xml"
+# Absolute limits from the config file; JUnit XML for the CI system's test view (replaced on each run).
+landscape check "$candidate" --config "$here/landscape.toml" --junit "$reports/sharpness-junit.xml" --overwrite
 
 # Relative to the baseline: same data, seed and directions; fail when 10% sharper on either measure.
-landscape compare "$baseline" "$candidate" --what top,surface --max-increase 10% --junit "$reports/compare-junit.xml"
+landscape compare "$baseline" "$candidate" --what top,surface --max-increase 10% --junit "$reports/compare-junit.xml" --overwrite

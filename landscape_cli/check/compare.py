@@ -3,21 +3,16 @@ how much sharper the new one may be."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import LandscapeError
-from ..results import open_results, read_attrs
+import h5py
 
-#: What can be compared: (the check gate that measures it, whether larger is sharper).
-MEASURES = {
-    "top": ("max_top_eig", True),
-    "bottom": ("min_bottom_eig", False),
-    "trace": ("max_trace", True),
-    "eos": ("max_eos_ratio", True),
-    "surface": ("max_surface_rise", True),
-}
+from ..choices import MEASURES
+from ..errors import LandscapeError
+from ..hdf5 import open_results, read_attrs
 
 
 @dataclass
@@ -75,12 +70,82 @@ def deltas(
     return out
 
 
-def measures_of_file(path: Path, what: list[str]) -> tuple[str, dict[str, float], dict[str, str]]:
+#: What must agree between two results files for their numbers to be comparable (besides their kind).
+SETTINGS = ("data", "samples", "loss", "mode", "curvature", "dims", "radius", "directions")
+
+
+def _spec(text: object) -> object:
+    """A JSON spec attribute as a value, the split aside when it is not what differs."""
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError:
+        return text
+
+
+def settings_of(f: h5py.File, attrs: dict[str, object]) -> dict[str, object]:
+    """The settings a results file was measured with that decide whether its numbers compare with another's:
+    the data (spec, sample count, loss, train/eval mode), the curvature (the Hessian until others exist), and
+    for a surface its dimension, the radius of its rise and the recipe of its directions (kind, seed, norm,
+    ignore; an earlier file's directions reused with --dirs file: keep the recipe they were made with)."""
+    out: dict[str, object] = {
+        "data": _spec(attrs.get("data_spec")),
+        "samples": attrs.get("n_samples"),
+        "loss": attrs.get("loss_function"),
+        "mode": attrs.get("mode"),
+        "curvature": attrs.get("curvature", "hessian"),
+    }
+    if attrs.get("kind") == "surface":
+        out["dims"] = attrs.get("dims")
+        out["radius"] = read_attrs(f["summary"]).get("radius") if "summary" in f else None
+        directions = f.get("directions")
+        recipe = []
+        for key in sorted(directions) if directions is not None else []:
+            d = read_attrs(directions[key])
+            kept = ("kind", "seed", "norm", "ignore", "index") if d.get("kind") in ("random", "eigen") else (
+                "kind", "source_sha256", "source")  # fmt: skip
+            recipe.append({k: d.get(k) for k in kept})
+        out["directions"] = recipe
+    return out
+
+
+def setting_differences(base: dict[str, object], new: dict[str, object]) -> list[str]:
+    """'radius 0.5 vs 1.0'-style descriptions of what differs."""
+    out = []
+    for key in SETTINGS:
+        if key in base or key in new:
+            if base.get(key) != new.get(key):
+                show = _recipe if key == "directions" else _short
+                out.append(f"{key} {show(base.get(key))} vs {show(new.get(key))}")
+    return out
+
+
+def _recipe(directions: object) -> str:
+    """'random (seed 0, filter, biasbn) x 2'-style: the recipe of a surface's directions, in a few words."""
+    if not isinstance(directions, list) or not directions:
+        return "none"
+    words = []
+    for d in directions:
+        details = [f"seed {d['seed']}" if d.get("seed") is not None else None, d.get("norm"), d.get("ignore"),
+                   Path(str(d["source"])).name if d.get("source") else None]  # fmt: skip
+        words.append(f"{d.get('kind')} ({', '.join(w for w in details if w)})")
+    same = all(w == words[0] for w in words)
+    return f"{words[0]} x {len(words)}" if same and len(words) > 1 else " and ".join(words)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 70 else text[:33] + "..." + text[-33:]
+
+
+def measures_of_file(path: Path, what: list[str]) -> tuple[str, dict[str, float], dict[str, str], dict[str, object]]:
     """The comparable numbers a results file holds: spectrum (top, bottom, trace), surface (surface),
-    eos (eos)."""
+    eos (eos); and the settings they were measured with."""
     with open_results(path) as f:
         attrs = read_attrs(f)
         kind = attrs.get("kind")
+        settings = settings_of(f, attrs)
         values: dict[str, float] = {}
         if kind == "spectrum":
             if "top" in f:
@@ -100,7 +165,7 @@ def measures_of_file(path: Path, what: list[str]) -> tuple[str, dict[str, float]
         raise LandscapeError(f"{path} ({kind}) holds no {', '.join(missing)}; choose --what from {', '.join(values)}")
     names = {"top": "top Hessian eigenvalue", "bottom": "bottom Hessian eigenvalue", "trace": "Hessian trace",
              "eos": "sharpness / edge of stability", "surface": "mean loss rise at the radius"}  # fmt: skip
-    return str(kind), {m: values[m] for m in what}, {m: names[m] for m in what}
+    return str(kind), {m: values[m] for m in what}, {m: names[m] for m in what}, settings
 
 
 def default_measures_of_files(base: Path) -> list[str]:

@@ -3,18 +3,17 @@
 Errors the user can fix become one line on stderr and exit code 2; no tracebacks.
 """
 
-from __future__ import annotations
-
 import contextvars
 import errno
 import functools
 import os
 import sys
+import warnings
 
 import typer
 
 from .._version import __version__
-from ..errors import LandscapeError
+from ..errors import LandscapeError, LandscapeWarning
 from ..signals import Terminated
 from ..text import printable
 from . import common
@@ -35,8 +34,10 @@ app = typer.Typer(
     "0 success, 1 a gate failed, 2 bad input or usage, 3 internal error (--debug shows the traceback), "
     "130 interrupted, 143 terminated.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # paragraphs reflow; brackets such as [tool.landscape.check] are shown as they are
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("spectrum")(spectrum_command)
 app.command("surface")(surface_command)
@@ -71,8 +72,48 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 
 @functools.lru_cache(maxsize=1)
-def _click_command():  # -> click.Command; built once: Typer reads every signature and type hint (0.2 s)
-    return typer.main.get_command(app)
+def _click_command():  # -> click.Command; built once per process
+    """The Click command tree, with the help's metavars made plain: flags show no `<bool>`, arguments their
+    name in capitals (CHECKPOINT, not {checkpoint}). Only these objects change, nothing of Typer's."""
+    group = typer.main.get_command(app)
+    for command in [group, *group.commands.values()]:
+        for param in command.params:
+            _plain_metavar(param)
+        make_help = command.get_help_option
+
+        def help_option(ctx, make_help=make_help):
+            option = make_help(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = help_option
+    return group
+
+
+def _plain_metavar(param) -> None:
+    if getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+    elif param.param_type_name == "argument":
+        param.__class__ = type("PlainArgument", (param.__class__,), {"_usage_display_name": _argument_usage})
+        param.metavar = param.metavar or param.name.upper()
+
+
+def _argument_usage(self) -> str:
+    name = self.metavar or self.name.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one 'warning:' line on stderr; anything else as Python shows it."""
+    if issubclass(category, LandscapeWarning):
+        typer.echo(f"warning: {printable(message, keep_newlines=False)}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def _error(message: str) -> None:
@@ -90,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     common.ARGV[:] = argv
     try:
         # A context of its own: settings a command makes for its duration (the memory limit) end with it.
-        result = contextvars.copy_context().run(command.main, args=argv, prog_name="landscape", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always", LandscapeWarning)
+            result = contextvars.copy_context().run(
+                command.main, args=argv, prog_name="landscape", standalone_mode=False
+            )
     except NoArgsIsHelpError as exc:
         # Building the exception rendered the help: Typer's rich help is printed then (on stdout), plain
         # help is the message. Asking for it again would print the rich help a second time.

@@ -1,7 +1,5 @@
 """Click's exception classes, wherever this Typer keeps them (vendored since Typer 0.22)."""
 
-from __future__ import annotations
-
 import typer
 
 try:

@@ -1,7 +1,5 @@
 """`landscape check`: sharpness gates for CI. Exit 0 when every gate passes, 1 when one fails, 2 on bad input."""
 
-from __future__ import annotations
-
 import math
 import time
 from pathlib import Path
@@ -9,16 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..api import landscape_of
 from ..atomic import check_outputs, claim_outputs
-from ..check.config import load_config
-from ..check.gates import KINDS, validate_limits
-from ..check.junit import gate_cases, write_junit
-from ..eos.setting import OptimizerSetting
 from ..errors import LandscapeError
-from ..progress import progress_bar
-from ..report import print_checks, print_json
-from ..spectrum import validate_lanczos
 from . import common as c
 
 GATES = "Gates (override the config file)"
@@ -108,6 +98,16 @@ def check_command(
     """Gate a checkpoint's sharpness in CI: each measurement is made once, each gate reported as pass or
     fail with its value, its own uncertainty and its limit. Exit 0 all pass, 1 any fails, 2 bad input.
     """
+    from ..api import landscape_of
+    from ..check.config import load_config
+    from ..check.gates import KINDS, validate_limits
+    from ..check.junit import gate_cases, write_junit
+    from ..eos.setting import OptimizerSetting
+    from ..progress import progress_bar
+    from ..report import print_checks
+    from ..spectrum import validate_lanczos
+    from ..text import print_json
+
     started = time.perf_counter()
     settings, source = load_config(config, Path.cwd())
     given = {
@@ -133,9 +133,9 @@ def check_command(
     OptimizerSetting(lr=lr).validate()
     reports = [junit] if junit is not None else []
     inputs = [*c.named_inputs(checkpoint, model, data), *([source] if source else [])]
-    check_outputs(reports, inputs, overwrite)
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"], trust_remote_code,
                              max_memory)  # fmt: skip
+    check_outputs(reports, inputs, overwrite)
     with claim_outputs(reports, inputs + c.recorded_inputs(ckpt), overwrite):
         scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],
                              chosen["seed"])  # fmt: skip

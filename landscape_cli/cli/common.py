@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..checkpoint import LOSSES, Checkpoint, load_checkpoint
+from ..choices import LOSSES
 from ..errors import LandscapeError
 from ..limits import set_memory_limit
-from ..zoo.data import data_spec
 from ..zoo.entrypoints import is_entrypoint
-from ..zoo.models import model_spec
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 #: The arguments of the command line being run (set by `main`), recorded in results as provenance.
 ARGV: list[str] = []
@@ -52,6 +53,7 @@ ModelArgOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--model-arg",
+        metavar="KEY=VALUE",
         help="KEY=VALUE keyword argument for the model factory (VALUE read as JSON, e.g. "
         "widths=[64,32,10]); repeatable.",
         rich_help_panel=PROBLEM_PANEL,
@@ -70,6 +72,7 @@ DataArgOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--data-arg",
+        metavar="KEY=VALUE",
         help="KEY=VALUE argument for the dataset (e.g. limit=1000, n=500); repeatable.",
         rich_help_panel=PROBLEM_PANEL,
     ),
@@ -102,8 +105,8 @@ BatchSizeOpt = Annotated[
     int,
     typer.Option(
         "--batch-size",
-        help="Samples per chunk. The operator is the Hessian of the mean loss over all samples "
-        "whatever the chunk size (exact weighting); only memory and speed change.",
+        help="Samples per chunk held in memory at once. Only memory and speed change: every result is over "
+        "all the samples, weighted exactly, whatever the chunk size.",
         rich_help_panel=COMPUTE_PANEL,
     ),
 ]
@@ -181,6 +184,10 @@ def open_checkpoint(
     max_memory: str | None = None,
 ) -> Checkpoint:
     """Load a checkpoint with the command line's overrides applied (and the memory limit set)."""
+    from ..checkpoint import load_checkpoint
+    from ..zoo.data import data_spec
+    from ..zoo.models import model_spec
+
     set_memory_limit(max_memory)
     for option, value in (("--model", model), ("--data", data)):
         if value is not None and not value.strip():
@@ -198,6 +205,8 @@ def open_checkpoint(
         if ckpt.data is None:
             raise LandscapeError("--data-arg needs --data: the checkpoint does not record its data")
         ckpt.data = {**ckpt.data, "kwargs": {**ckpt.data.get("kwargs", {}), **parse_kv(data_args, "--data-arg")}}
+    ckpt.spec("model")  # what is missing or untrusted is said now, before any output is checked or claimed
+    ckpt.spec("data")
     return ckpt
 
 
@@ -239,3 +248,28 @@ def results_path(out: Path | None, default: Path) -> Path:
     if out.is_dir():
         return out / default.name
     return out if out.suffix in (".h5", ".hdf5") else out.with_name(out.name + ".h5")
+
+
+def described_problem(
+    model: str | None,
+    model_args: list[str] | None,
+    data: str | None,
+    data_args: list[str] | None,
+    loss: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """--model/--data/--loss as `ls.load` keyword arguments (for a command that loads several checkpoints)."""
+    for option, value in (("--model", model), ("--data", data)):
+        if value is not None and not value.strip():
+            raise LandscapeError(f"{option} is empty; name a built-in, a file or an entry point")
+    if model_args and model is None:
+        raise LandscapeError("--model-arg needs --model here")
+    if data_args and data is None:
+        raise LandscapeError("--data-arg needs --data here")
+    return {
+        "model": model,
+        "model_kwargs": parse_kv(model_args, "--model-arg") or None,
+        "data": data,
+        "data_kwargs": parse_kv(data_args, "--data-arg") or None,
+        "loss": loss,
+    }

@@ -1,21 +1,15 @@
 """`landscape compare BASE NEW`: the same measurements on two checkpoints (or read from two results
 files), their deltas, and a gate on how much sharper NEW may be. Exit 0 / 1 / 2 as `check`."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..api import compare
 from ..atomic import claim_outputs
-from ..check.compare import MEASURES
-from ..check.junit import delta_cases, write_junit
+from ..choices import MEASURES
 from ..limits import memory_limit
-from ..progress import progress_bar
-from ..report import print_compare, print_json
 from . import common as c
 
 
@@ -36,6 +30,19 @@ def compare_command(
     ] = None,
     radius: Annotated[float, typer.Option("--radius", help="Radius of the surface measurement.")] = 0.5,
     tol: Annotated[float, typer.Option("--tol", help="Lanczos tolerance.")] = 1e-4,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Compare two results files even when they were measured with other settings (data, samples, "
+            "loss, mode, curvature; a surface's dimension, radius or directions), with a warning.",
+        ),
+    ] = False,
+    model: c.ModelOpt = None,
+    model_arg: c.ModelArgOpt = None,
+    data: c.DataOpt = None,
+    data_arg: c.DataArgOpt = None,
+    loss: c.LossOpt = None,
     split: c.SplitOpt = None,
     samples: c.SamplesOpt = None,
     batch_size: c.BatchSizeOpt = 2048,
@@ -57,11 +64,20 @@ def compare_command(
     quiet: c.QuietOpt = False,
 ) -> None:
     """Compare the sharpness of two checkpoints (same data, seed and, for surfaces, the same directions:
-    NEW is swept on BASE's) or of two results files; exit 1 when NEW is sharper by more than --max-increase.
+    NEW is swept on BASE's) or of two results files (refused when they were measured with other settings,
+    unless --force); exit 1 when NEW is sharper by more than --max-increase.
     """
+    from ..api import compare
+    from ..check.junit import delta_cases, write_junit
+    from ..progress import progress_bar
+    from ..report import print_compare
+    from ..text import print_json
+
     started = time.perf_counter()
     reports = [junit] if junit is not None else []
-    with claim_outputs(reports, [base, new], overwrite), memory_limit(max_memory), progress_bar(quiet) as tracker:
+    inputs = [base, new, *c.named_inputs(model, data)]
+    described = c.described_problem(model, model_arg, data, data_arg, loss, seed)
+    with claim_outputs(reports, inputs, overwrite), memory_limit(max_memory), progress_bar(quiet) as tracker:
         result = compare(
             base,
             new,
@@ -77,11 +93,15 @@ def compare_command(
             device=device,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
+            force=force,
+            **described,
         )
         seconds = time.perf_counter() - started
         if junit is not None:
             write_junit(junit, delta_cases(result.deltas), f"landscape compare {base.name} {new.name}", seconds,
                         "landscape.compare")  # fmt: skip
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if json_out:
         print_json({**result.to_dict(), "base": str(base), "new": str(new), "seconds": seconds})
     else:

@@ -1,24 +1,14 @@
 """`landscape eos`: where a checkpoint, or every tracked step of a run, sits relative to the edge of
 stability of its own optimizer."""
 
-from __future__ import annotations
-
 import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..api import landscape_of
 from ..atomic import atomic_path, check_outputs, claim_outputs
-from ..eos.run import run_edges, summarize_run
-from ..eos.setting import OptimizerSetting
-from ..eos.store import write_eos_checkpoint, write_eos_run
 from ..errors import LandscapeError
-from ..progress import progress_bar
-from ..report import print_eos, print_eos_run, print_json
-from ..results import provenance
-from ..spectrum import validate_lanczos
 from . import common as c
 
 OPT = "Optimizer (overrides what the checkpoint or run records)"
@@ -79,7 +69,8 @@ def eos_command(
         Path | None,
         typer.Option(
             "--out",
-            help="HDF5 output. Default: <name>.eos.h5 in the current directory.",
+            help="HDF5 output. Default: <checkpoint name>.eos.h5 beside the checkpoint, or eos.h5 in the run "
+            "directory; an existing directory takes that name inside it.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
@@ -91,6 +82,16 @@ def eos_command(
     (2+2b)/lr with momentum, Nesterov's, 38/lr for Adam's preconditioned sharpness, SAM's edge that moves
     with the gradient norm, USAM's, SSAM's (2/lr) and mSAM's. Exit 1 with --fail-above when above it.
     """
+    from ..api import landscape_of
+    from ..eos.run import run_edges, summarize_run
+    from ..eos.setting import OptimizerSetting
+    from ..eos.store import write_eos_checkpoint, write_eos_run
+    from ..progress import progress_bar
+    from ..report import print_eos, print_eos_run
+    from ..results import provenance
+    from ..spectrum import validate_lanczos
+    from ..text import print_json
+
     if not 0 < band < math.inf:
         raise LandscapeError(f"--band must be positive and finite, got {band}")
     if fail_above is not None and not 0 < fail_above < math.inf:
@@ -110,10 +111,9 @@ def eos_command(
     validate_lanczos(tol, max_iter)
     OptimizerSetting().override(**overrides).validate()  # a bad value is refused before anything is loaded
     is_run = target.is_dir() or target.name == "train.h5"
-    name = (target.resolve().name if target.is_dir() else target.stem) or "run"
-    path = c.results_path(out, Path(f"{name}.eos.h5"))
+    run_dir = target if target.is_dir() else target.parent
+    path = c.results_path(out, run_dir / "eos.h5" if is_run else target.with_name(f"{target.stem}.eos.h5"))
     inputs = c.named_inputs(target, model, data)
-    check_outputs([path], inputs, overwrite)
     if is_run:
         with claim_outputs([path], inputs, overwrite):
             edges = run_edges(target, overrides)
@@ -129,6 +129,7 @@ def eos_command(
         ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
         # an optimizer without a formula fails here, before the model and data are loaded
         OptimizerSetting.from_checkpoint(ckpt.optimizer).override(**overrides).rule()
+        check_outputs([path], inputs, overwrite)
         with claim_outputs([path], inputs + c.recorded_inputs(ckpt), overwrite):
             scape = landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
             with progress_bar(quiet) as tracker:

@@ -1,19 +1,11 @@
 """`landscape spectrum`: extremal eigenvalues, trace and density of a checkpoint's Hessian."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..atomic import atomic_path, check_outputs, claim_outputs
-from ..plotting import draw_spectrum
-from ..progress import progress_bar
-from ..report import print_json, print_spectrum, spectrum_dict
-from ..results import provenance, write_spectrum_file
-from ..session import problem_from_checkpoint
-from ..spectrum import SpectrumOptions, compute_spectrum
 from . import common as c
 
 EIG = "Eigenvalues"
@@ -21,8 +13,8 @@ EST = "Trace and density"
 
 
 def default_outputs(checkpoint: Path, out: Path | None) -> tuple[Path, Path]:
-    """<checkpoint stem>.spectrum.h5 in the current directory unless --out says otherwise."""
-    h5 = c.results_path(out, Path(f"{checkpoint.stem}.spectrum.h5"))
+    """<checkpoint stem>.spectrum.h5 beside the checkpoint unless --out says otherwise; the figure beside it."""
+    h5 = c.results_path(out, checkpoint.with_name(f"{checkpoint.stem}.spectrum.h5"))
     return h5, h5.with_suffix(".png")
 
 
@@ -95,8 +87,8 @@ def spectrum_command(
         Path | None,
         typer.Option(
             "--out",
-            help="HDF5 output path (the figure goes beside it as .png). Default: "
-            "<checkpoint name>.spectrum.h5 in the current directory.",
+            help="HDF5 output path (the figure goes beside it as .png). Default: <checkpoint name>.spectrum.h5 "
+            "beside the checkpoint; an existing directory takes that name inside it.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
@@ -112,10 +104,17 @@ def spectrum_command(
     Writes a table (or JSON) to stdout, an HDF5 file with every number and its provenance, and a
     PNG figure.
     """
+    from ..plotting import draw_spectrum
+    from ..progress import progress_bar
+    from ..report import print_spectrum, spectrum_dict
+    from ..results import provenance, write_spectrum_file
+    from ..session import problem_from_checkpoint
+    from ..spectrum import SpectrumOptions, compute_spectrum
+    from ..text import print_json
+
     h5_path, png_path = default_outputs(checkpoint, out)
     outputs = [h5_path, png_path] if plot else [h5_path]
     inputs = c.named_inputs(checkpoint, model, data)
-    check_outputs(outputs, inputs, overwrite)
     options = SpectrumOptions(
         top_k=top_k,
         bottom_k=bottom_k,
@@ -132,6 +131,7 @@ def spectrum_command(
     )
     options.validate()  # before any loading: a typo in an option should not cost the model's load time
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+    check_outputs(outputs, inputs, overwrite)
     if split is not None and ckpt.data is not None:
         ckpt.data = {**ckpt.data, "split": split}  # the provenance names the split that was used
     with claim_outputs(outputs, inputs + c.recorded_inputs(ckpt), overwrite):

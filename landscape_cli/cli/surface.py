@@ -1,7 +1,5 @@
 """`landscape surface`: a 1D or 2D loss surface around a checkpoint, written as Li et al.'s HDF5 file."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -9,12 +7,7 @@ import typer
 
 from ..atomic import check_outputs, claim_outputs
 from ..errors import LandscapeError
-from ..progress import progress_bar
-from ..report import print_json, print_surface, surface_dict
-from ..session import problem_from_checkpoint
 from ..signals import Terminated
-from ..surface import SurfaceOptions, compute_surface
-from ..surface.store import check_partial_files, partial_paths
 from . import common as c
 
 DIRS = "Directions"
@@ -22,8 +15,8 @@ GRID = "Grid"
 
 
 def default_output(checkpoint: Path, out: Path | None, dims: int) -> Path:
-    """<checkpoint stem>.surface1d.h5 / .surface2d.h5 in the current directory unless --out says otherwise."""
-    return c.results_path(out, Path(f"{checkpoint.stem}.surface{dims}d.h5"))
+    """<checkpoint stem>.surface1d.h5 / .surface2d.h5 beside the checkpoint unless --out says otherwise."""
+    return c.results_path(out, checkpoint.with_name(f"{checkpoint.stem}.surface{dims}d.h5"))
 
 
 def parse_points_per_pass(text: str) -> int | str:
@@ -124,7 +117,8 @@ def surface_command(
         Path | None,
         typer.Option(
             "--out",
-            help="HDF5 output path. Default: <checkpoint name>.surface1d.h5 or .surface2d.h5 in the current directory.",
+            help="HDF5 output path. Default: <checkpoint name>.surface1d.h5 or .surface2d.h5 beside the checkpoint; "
+            "an existing directory takes that name inside it.",
             rich_help_panel=c.OUTPUT_PANEL,
         ),
     ] = None,
@@ -145,6 +139,13 @@ def surface_command(
     stored directions: loss (and accuracy) on a 1D line or a 2D grid, written as Li et al.'s HDF5
     file with the directions, a sharpness summary and provenance. Draw it with `landscape plot`.
     """
+    from ..progress import progress_bar
+    from ..report import print_surface, surface_dict
+    from ..session import problem_from_checkpoint
+    from ..surface import SurfaceOptions, compute_surface
+    from ..surface.store import check_partial_files, partial_paths
+    from ..text import print_json
+
     if one_d and two_d:
         raise LandscapeError("--1d and --2d exclude each other")
     options = SurfaceOptions(
@@ -162,8 +163,6 @@ def surface_command(
     path = default_output(checkpoint, out, options.dims)
     header, journal = partial_paths(path)
     inputs = [*c.named_inputs(checkpoint, model, data), *spec.paths]
-    check_outputs([path], inputs, overwrite or resume)
-    check_partial_files(path, inputs)
     if resume:
         if path.exists() and not overwrite:
             raise LandscapeError(f"{path} exists; pass --overwrite as well to replace it when the sweep finishes")
@@ -172,6 +171,8 @@ def surface_command(
             f"a stopped sweep left {header}; pass --resume to continue it or --overwrite to start over"
         )
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+    check_outputs([path], inputs, overwrite or resume)
+    check_partial_files(path, inputs)
     splits = _splits(split, ckpt.data)
     with claim_outputs([path], inputs + c.recorded_inputs(ckpt), overwrite or resume):
         problems = {

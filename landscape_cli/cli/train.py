@@ -1,19 +1,13 @@
 """`landscape train`: SGD and the SAM family, with sharpness tracking, writing self-describing checkpoints."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..choices import BASES, OPTIMIZERS, SCHEDULES
 from ..errors import LandscapeError
 from ..limits import set_memory_limit
-from ..session import resolve_device, resolve_dtype
-from ..train import TrainConfig, train_model
-from ..train.config import BASES, OPTIMIZERS, SCHEDULES
-from ..zoo.data import data_spec
-from ..zoo.models import model_spec
 from . import common as c
 
 OPT = "Optimization"
@@ -124,6 +118,11 @@ def train_command(
     (per-step loss, accuracy and lr; evaluations; tracked sharpness), in the native format that every
     other command reads. A live table shows progress on a terminal; plain lines otherwise.
     """
+    from ..session import resolve_device, resolve_dtype
+    from ..train import TrainConfig, train_model
+    from ..zoo.data import data_spec
+    from ..zoo.models import model_spec
+
     set_memory_limit(max_memory)
     if batch_size == "full":
         size: int | None = None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LandscapeError
-from ..results import open_results, read_attrs
+from ..hdf5 import open_results, read_attrs
 from .setting import OptimizerSetting
 
 LOG_NAME = "train.h5"
@@ -47,7 +47,7 @@ def log_path(path: Path) -> Path:
 
 def schedule_lr(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     """The learning rate at each step under the run's schedule (base lr times the schedule factor)."""
-    from ..train.loop import lr_factor
+    from ..train.schedule import lr_factor
 
     schedule = config.get("schedule", "constant")
     total = config.get("steps")

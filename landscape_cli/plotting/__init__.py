@@ -7,23 +7,19 @@ figure), `vtk` (a 2D surface as a ParaView .vtp file) and `style` (shared look, 
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-from .inputs import SPECTRUM, SURFACE, TRAIN_LOG, Source, detect  # noqa: E402
-from .spectrum import draw_spectrum, plot_spectrum, spectrum_figure  # noqa: E402
-from .style import FORMATS, save_figure  # noqa: E402
-from .surface import KINDS_2D, ColourScale, figure_1d, figure_2d  # noqa: E402
-from .surface_data import Anchors, Surface, Trajectory, grid_xyz, load_surface  # noqa: E402
-from .trainlog import (  # noqa: E402
+from .inputs import SPECTRUM, SURFACE, TRAIN_LOG, Source, detect
+from .spectrum import draw_spectrum, plot_spectrum, spectrum_figure
+from .style import FORMATS, save_figure
+from .surface import KINDS_2D, ColourScale, figure_1d, figure_2d
+from .surface_data import Anchors, Surface, Trajectory, grid_xyz, load_surface
+from .trainlog import (
     ReferenceCurve,
     TrainLogData,
     draw_sharpness_panel,
     read_train_log,
     train_figure,
 )
-from .vtk import surface_polydata, write_vtp  # noqa: E402
+from .vtk import surface_polydata, write_vtp
 
 __all__ = [
     "FORMATS",

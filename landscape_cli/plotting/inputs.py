@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 
 from ..errors import LandscapeError
-from ..results import open_results
+from ..hdf5 import open_results
 
 #: The training log's name inside a run directory (the name `landscape train` gives it).
 LOG_NAME = "train.h5"

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..atomic import atomic_path
-from ..results import open_results, read_attrs
-from .style import save_figure
+from ..hdf5 import open_results, read_attrs
+from .style import save_figure, source_name, styled
 
 
 def plot_spectrum(h5_path: Path, out: Path, dpi: int = 150, overwrite: bool = False) -> Path:
@@ -27,31 +27,38 @@ def draw_spectrum(h5_path: Path, out: Path, fmt: str = "png", dpi: int = 150) ->
     save_figure(spectrum_figure(h5_path), out, fmt, dpi)
 
 
+@styled
 def spectrum_figure(h5_path: Path) -> Figure:
     """The figure of a spectrum file, not yet saved."""
     with open_results(h5_path) as f:
         attrs = read_attrs(f)
-        has_density = "density" in f
-        fig, axes = plt.subplots(1, 2 if has_density else 1, figsize=(11 if has_density else 5.5, 4.2))
-        axes = np.atleast_1d(axes)
-        try:
+        has_density, has_eigenvalues = "density" in f, "top" in f or "bottom" in f
+        panels = int(has_eigenvalues) + int(has_density)
+        fig = Figure(figsize=(7.2 if panels == 2 else 3.8, 3.0))
+        axes = np.atleast_1d(fig.subplots(1, max(panels, 1)))
+        if has_eigenvalues:
             _eigenvalue_panel(axes[0], f)
-            if has_density:
-                _density_panel(axes[1], f["density"])
-        except BaseException:
-            plt.close(fig)
-            raise
-    title = Path(attrs.get("checkpoint", h5_path.name)).name
-    fig.suptitle(
-        f"Hessian spectrum of {title} ({attrs.get('n_params', '?')} parameters, "
-        f"{attrs.get('n_samples', '?')} samples, {attrs.get('mode', '')} mode)",
-        fontsize=10,
+        if has_density:
+            _density_panel(axes[-1], f["density"])
+        trace = read_attrs(f["trace"]) if "trace" in f else None
+    if panels == 0:
+        axes[0].set_axis_off()
+    title = source_name(attrs, h5_path)
+    n_params, n_samples = attrs.get("n_params"), attrs.get("n_samples")
+    sizes = ", ".join(
+        f"{value:,} {what}" if isinstance(value, int) else f"? {what}"
+        for value, what in ((n_params, "parameters"), (n_samples, "samples"))
     )
+    line = f"Hessian spectrum of {title} ({sizes}, {attrs.get('mode', '')} mode)"
+    if trace is not None and isinstance(trace.get("estimate"), float | int):
+        line += f"\ntrace {trace['estimate']:.5g} ± {trace.get('stderr', float('nan')):.2g} (Hutch++, standard error)"
+    fig.suptitle(line)
     fig.tight_layout()
     return fig
 
 
-def _eigenvalue_panel(ax: plt.Axes, f: h5py.File) -> None:
+def _eigenvalue_panel(ax: Axes, f: h5py.File) -> None:
+    most = 1
     for which, colour, marker in (("top", "tab:blue", "o"), ("bottom", "tab:red", "s")):
         if which not in f:
             continue
@@ -69,21 +76,34 @@ def _eigenvalue_panel(ax: plt.Axes, f: h5py.File) -> None:
             label=f"{which} {len(values)} ({int(converged.sum())} converged)",
         )
         for i, v in zip(idx, values, strict=True):
-            ax.annotate(f"{v:.4g}", (i, v), textcoords="offset points", xytext=(6, 2), fontsize=8)
+            below = which == "bottom"  # bottom values sit near 0: their labels go under them, clear of the line
+            ax.annotate(f"{v:.4g}", (i, v), textcoords="offset points", xytext=(5, -9 if below else 3), fontsize=7)
+        most = max(most, len(values))
+    ax.set_xlim(0.5, most + 0.9)  # room for the labels of the last points inside the axes
+    ax.margins(y=0.14)  # and for the labels under the bottom values
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("index (1 = largest for top, most negative for bottom)")
+    ax.set_xlabel("index (1: largest top, most negative bottom)")
     ax.set_ylabel("eigenvalue")
-    ax.set_title("Extremal Hessian eigenvalues (Lanczos)")
-    ax.legend(fontsize=8)
+    ax.set_title("Extremal eigenvalues (Lanczos)")
+    ax.legend(loc="upper right", frameon=False)
     ax.grid(alpha=0.3)
 
 
-def _density_panel(ax: plt.Axes, g: h5py.Group) -> None:
+#: The density is drawn down to this fraction of its peak; below, the curve leaves the axes instead of
+#: lying on a floor that would look like data.
+DENSITY_RANGE = 1e-6
+
+
+def _density_panel(ax: Axes, g: h5py.Group) -> None:
     grid, density = g["grid"][()], g["density"][()]
-    floor = max(float(density.max()) * 1e-8, 1e-300)
-    ax.semilogy(grid, np.maximum(density, floor), color="tab:green")
+    peak = float(np.nanmax(density)) if density.size and np.isfinite(density).any() else 0.0
+    if peak > 0:
+        ax.plot(grid, np.where(density > 0, density, np.nan), color="tab:green", lw=1.2)
+        ax.set_yscale("log")
+        ax.set_ylim(peak * DENSITY_RANGE, peak * 3)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density (log scale)")
-    ax.set_title(f"Spectral density (SLQ, {g['nodes'].shape[0]} runs, sigma={g.attrs['sigma']:.3g})")
+    ax.set_title(f"Spectral density (SLQ, {g['nodes'].shape[0]} runs, σ = {g.attrs['sigma']:.3g})")
     ax.grid(alpha=0.3)

@@ -11,8 +11,9 @@ import h5py
 import numpy as np
 
 from ..errors import LandscapeError
-from ..results import open_results, read_attrs
+from ..hdf5 import open_results, read_attrs
 from .inputs import SURFACE
+from .style import plain
 
 #: The order in which the primary loss is looked for when the file does not name its splits.
 SPLITS = ("train", "test", "all")
@@ -94,11 +95,11 @@ class Surface:
             return f"Hessian eigenvector {i}" + (f" (λ = {float(value):.4g})" if value is not None else "")
         if kind == "interp":
             source = attrs.get("source")
-            return f"direction {i} (towards {Path(source).name})" if source else f"direction {i} (interpolation)"
+            return f"direction {i} (towards {plain(Path(source).name)})" if source else f"direction {i} (interpolation)"
         words = []
         if kind == "file":
             source = attrs.get("source")
-            words.append(f"from {Path(source).name}" if source else "from a file")
+            words.append(f"from {plain(Path(source).name)}" if source else "from a file")
         norm = attrs.get("norm")
         if norm in ("filter", "layer"):
             words.append(f"{norm}-normalized")

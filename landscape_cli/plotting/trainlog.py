@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..errors import LandscapeError
-from ..results import open_results, read_attrs
+from ..hdf5 import open_results, read_attrs
 from ..text import printable
 from .style import styled
 
@@ -104,6 +103,10 @@ def draw_loss_panel(ax: Axes, log: TrainLogData, log_scale: bool = False) -> Non
 
 def draw_accuracy_panel(ax: Axes, log: TrainLogData) -> None:
     _draw_train_and_eval(ax, log, "accuracy")
+    if ax.get_ylim()[1] > 100:  # accuracy is at most 100%; curves that touch it stay whole
+        ax.set_ylim(top=100)
+        for line in ax.get_lines():
+            line.set_clip_on(False)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy")
 
@@ -142,24 +145,27 @@ def train_figure(log: TrainLogData, log_scale: bool = False, references: Sequenc
         raise LandscapeError(f"{log.path} holds no logged rows yet: nothing to plot")
     sharp = log.table("sharpness")
     panels = ["loss"] + (["accuracy"] if has_accuracy(log) else []) + (["sharpness"] if log.rows("sharpness") else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharex=True, squeeze=False)
-    try:
-        for ax, panel in zip(axes[0], panels, strict=True):
-            if panel == "loss":
-                draw_loss_panel(ax, log, log_scale)
-            elif panel == "accuracy":
-                draw_accuracy_panel(ax, log)
-            else:
-                draw_sharpness_panel(ax, sharp["step"], sharp["top_eigenvalue"], sharp.get("error_bound"), references)
-            ax.set_xlabel("step")
-            ax.grid(True, alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(loc="best", framealpha=0.85)
-        fig.suptitle(_title(log))
-        fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
+    fig = Figure(figsize=(2.4 * len(panels), 2.9))
+    axes = fig.subplots(1, len(panels), sharex=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "loss":
+            draw_loss_panel(ax, log, log_scale)
+        elif panel == "accuracy":
+            draw_accuracy_panel(ax, log)
+        else:
+            draw_sharpness_panel(ax, sharp["step"], sharp["top_eigenvalue"], sharp.get("error_bound"), references)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    # one legend for all panels, under them: the loss and accuracy panels share their curves' names
+    seen: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(name, handle)
+    fig.suptitle(_title(log))
+    fig.tight_layout()
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(len(seen), 6), frameon=False)
+        fig.subplots_adjust(bottom=0.3)
     return fig
 
 

@@ -8,6 +8,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from .style import STAMP
 from .surface_data import grid_xyz
 
 
@@ -35,6 +36,7 @@ def write_vtp(path: Path, x: np.ndarray, y: np.ndarray, z: np.ndarray, name: str
 
     lines = [
         '<?xml version="1.0"?>',
+        f"<!-- {STAMP} -->",
         '<VTKFile type="PolyData" version="0.1" byte_order="LittleEndian" header_type="UInt64">',
         "  <PolyData>",
         f'    <Piece NumberOfPoints="{n}" NumberOfVerts="0" NumberOfLines="0" NumberOfStrips="0" NumberOfPolys="{m}">',

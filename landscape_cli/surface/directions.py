@@ -20,9 +20,9 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..errors import LandscapeError
+from ..hdf5 import open_results, read_attrs
 from ..problem import Problem
 from ..progress import Tracker
-from ..results import open_results, read_attrs
 
 KINDS = ("random", "eigen", "interp", "pca", "file")
 NORMS = ("filter", "layer", "none")

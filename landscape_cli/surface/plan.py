@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..files import file_sha256
+from ..hdf5 import open_results
 from ..problem import Problem
 from ..progress import Tracker
-from ..results import open_results
 from .directions import (
     Direction,
     DirectionSpec,

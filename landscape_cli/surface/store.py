@@ -22,8 +22,8 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import LandscapeError
+from ..hdf5 import open_results, read_attrs
 from ..problem import ParamLayout
-from ..results import open_results, read_attrs
 from .directions import Direction, Trajectory
 from .grid import Grid
 

@@ -9,12 +9,10 @@ from typing import Any
 
 import torch
 
+from ..choices import BASES, OPTIMIZERS, SCHEDULES
 from ..errors import LandscapeError
 from .optimizers import ASCENTS
 
-OPTIMIZERS = ("sgd", "sam", "asam", "ssam", "msam", "eigensam", "usam")
-BASES = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
 #: Seeds lie in [0, 2^32): derived seeds (seed * 1_000_003 + epoch) must fit torch's 64-bit generator.
 SEED_LIMIT = 1 << 32
 #: Fields that may differ between a run and its resumption (they do not change the numbers).

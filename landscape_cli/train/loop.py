@@ -34,15 +34,7 @@ from .display import Display
 from .log import TrainLog
 from .optimizers import make_optimizer
 from .rundir import LOG_NAME, backup_path, refuse_stale_backup, require_run_directory
-
-
-def lr_factor(schedule: str, total_steps: int, step_size: int, gamma: float) -> Callable[[int], float]:
-    """The schedule's multiplier of the base learning rate at a step."""
-    if schedule == "cosine":
-        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    if schedule == "step":
-        return lambda step: gamma ** (step // step_size)
-    return lambda step: 1.0
+from .schedule import lr_factor
 
 
 def _epoch_order(config: TrainConfig, epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -84,7 +76,7 @@ class Run:
         d = self.train_data
         self.x = d.x.to(self.device, config.dtype)
         self.y = d.y.to(self.device) if d.task == "classification" else d.y.to(self.device, config.dtype)
-        check_model_fits_data(self.model, d, self.device, config.dtype)
+        check_model_fits_data(self.model, d, self.device, config.dtype, config.loss)
         self.n = len(d)
         self.batch = self.n if config.batch_size is None else min(config.batch_size, self.n)
         if config.opt == "msam" and self.batch % config.micro_batches:
@@ -282,7 +274,8 @@ def _train_locked(
     def loop() -> Path:
         train_log = TrainLog(out / LOG_NAME, {"config": config.to_dict(), "kind": "train-log"}, resume_rows)
         run.log_rows = train_log.rows
-        display = Display(run.total_steps, quiet=quiet)
+        display = Display(run.total_steps, quiet=quiet, echo=log)
+        run.log = display.log  # messages go above the live table, not over it
         try:
             if start is None:
                 _measure(run, train_log, display)
@@ -342,7 +335,8 @@ def _run_replacing(out: Path, backup: Path | None, existed: bool, loop: Callable
 def _measure(run: Run, train_log: TrainLog, display: Display) -> None:
     row = run.evaluate()
     train_log.append("eval", row)
-    display.update(**{k: v for k, v in row.items() if k.startswith("test_")})
+    display.update(step=run.step, epoch=run.step / run.steps_per_epoch)
+    display.measured(run.step, **{k: v for k, v in row.items() if k.startswith("test_")})
     if run.config.track_sharpness_every and run.step % run.config.track_sharpness_every == 0:
         _track(run, train_log, display)
     display.line()
@@ -351,4 +345,4 @@ def _measure(run: Run, train_log: TrainLog, display: Display) -> None:
 def _track(run: Run, train_log: TrainLog, display: Display) -> None:
     row = run.track_sharpness()
     train_log.append("sharpness", row)
-    display.update(sharpness=row["top_eigenvalue"])
+    display.measured(run.step, sharpness=row["top_eigenvalue"])

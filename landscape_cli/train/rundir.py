@@ -22,6 +22,10 @@ OURS = re.compile(
 BACKUP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.old")
 
 
+def is_run_checkpoint(name: str) -> bool:
+    return name == "final.pt" or re.fullmatch(r"step_\d+\.pt", name) is not None
+
+
 def backup_path(out: Path) -> Path:
     """Where `--overwrite` keeps the previous run until the new one succeeds."""
     return out.with_name(f".{out.name}.{os.getpid()}.old")
@@ -68,5 +72,5 @@ def require_run_directory(out: Path) -> None:
             raise LandscapeError(f"{out} holds a folder, {name}; {hint}")
         if not stat.S_ISREG(info.st_mode) or not OURS.fullmatch(name):
             raise LandscapeError(f"{out} holds {name}, which landscape did not write; {hint}")
-    if not any(name == LOG_NAME or name == "final.pt" or re.fullmatch(r"step_\d+\.pt", name) for name in entries):
+    if not any(name == LOG_NAME or is_run_checkpoint(name) for name in entries):
         raise LandscapeError(f"{out} is not a run directory (no {LOG_NAME} and no checkpoint of a run); {hint}")

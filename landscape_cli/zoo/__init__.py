@@ -1,18 +1,30 @@
-"""Built-in models and datasets, and resolution of user entry points."""
+"""Built-in models and datasets, and resolution of user entry points (names load on first use: the
+entry-point helpers need no torch)."""
 
-from .data import DATASETS, Dataset, data_spec, describe_data, load_data
-from .entrypoints import is_entrypoint, resolve_entrypoint
-from .models import MODELS, build_model, model_spec
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "MODELS",
-    "Dataset",
-    "build_model",
-    "data_spec",
-    "describe_data",
-    "is_entrypoint",
-    "load_data",
-    "model_spec",
-    "resolve_entrypoint",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATASETS": "data",
+    "Dataset": "data",
+    "data_spec": "data",
+    "describe_data": "data",
+    "load_data": "data",
+    "is_entrypoint": "entrypoints",
+    "resolve_entrypoint": "entrypoints",
+    "MODELS": "models",
+    "build_model": "models",
+    "model_spec": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+__all__ = list(_EXPORTS)
