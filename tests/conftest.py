@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,12 @@ import torch
 # holds the second core (two threads then wait on each other at every operation).
 torch.set_num_threads(1)
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_checkpoints"
+#: The shipped samples, copied once per test session: default outputs go beside a checkpoint, so tests work
+#: on a copy. They never write into sample_checkpoints/, nor trip over what `make demo` left there.
+SHIPPED_SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
+SAMPLE_DIR = Path(tempfile.mkdtemp(prefix="landscape-samples-")) / "sample_checkpoints"
+shutil.copytree(SHIPPED_SAMPLES, SAMPLE_DIR, ignore=lambda d, names: [n for n in names if not n.endswith(".pt")])
+atexit.register(shutil.rmtree, SAMPLE_DIR.parent, True)
 MLP_PARAMS = 2410  # MLP 64-32-10: 64*32 + 32 + 32*10 + 10
 
 #: Options that keep a spectrum run to about a second on two CPU cores.

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import torch
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"  # only copied from
 MARKER = "CODE_RAN"
 #: Options that keep every command to a fraction of a second when its input happens to be fine.
 QUICK = {

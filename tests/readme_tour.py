@@ -73,8 +73,14 @@ def _joined(lines: list[str], i: int, first: str) -> tuple[str, int]:
 def prepare(directory: Path) -> dict[str, str]:
     """A working directory as a fresh clone's: the shipped samples; `landscape` of this interpreter first on
     the PATH."""
-    shutil.copytree(ROOT / "sample_checkpoints", directory / "sample_checkpoints")
-    shutil.copytree(ROOT / "examples", directory / "examples")
+    shipped = subprocess.run(["git", "ls-files", "sample_checkpoints", "examples"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()  # fmt: skip
+    if not shipped:  # not a git checkout: what a clone would hold, near enough
+        shipped = [str(p.relative_to(ROOT)) for d in ("sample_checkpoints", "examples") for p in (ROOT / d).rglob("*")
+                   if p.is_file() and p.suffix in (".pt", ".md", ".sh", ".toml", ".yml", ".py")]  # fmt: skip
+    for name in shipped:  # only what a fresh clone holds: not what `make demo` wrote beside the samples
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, directory / name)
     env = {k: v for k, v in os.environ.items() if k != "LANDSCAPE_DEBUG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "100"

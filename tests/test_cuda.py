@@ -9,12 +9,14 @@ import torch
 from landscape_cli import SpectrumOptions, compute_spectrum, load_checkpoint, problem_from_checkpoint
 from landscape_cli.session import resolve_device
 
+from .conftest import SAMPLE_DIR
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @pytest.mark.parametrize("name", ["mlp_digits", "resnet_digits"])
 def test_cuda_hvps_match_cpu(name: str) -> None:
-    ckpt = load_checkpoint(f"sample_checkpoints/{name}.pt")
+    ckpt = load_checkpoint(SAMPLE_DIR / f"{name}.pt")
     cpu = problem_from_checkpoint(ckpt, device="cpu", dtype="float64", samples=500)
     gpu = problem_from_checkpoint(ckpt, device="cuda", dtype="float64", samples=500)
     v = torch.randn(cpu.n_params, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -25,7 +27,7 @@ def test_cuda_hvps_match_cpu(name: str) -> None:
 
 def test_cuda_float32_spectrum_matches_cpu_without_tf32() -> None:
     """cuDNN defaults to TF32 convolutions; the Problem turns that off, so float32 agrees to ~1e-6."""
-    ckpt = load_checkpoint("sample_checkpoints/resnet_digits.pt")
+    ckpt = load_checkpoint(SAMPLE_DIR / "resnet_digits.pt")
     opts = SpectrumOptions(top_k=3, tol=1e-6)
     cpu = compute_spectrum(problem_from_checkpoint(ckpt, device="cpu"), opts).lanczos.top.values
     gpu = compute_spectrum(problem_from_checkpoint(ckpt, device="cuda"), opts).lanczos.top.values
@@ -60,7 +62,7 @@ def test_cuda_surface_points_match_cpu_batched_and_looped(name: str) -> None:
     from landscape_cli.surface.directions import random_directions
     from landscape_cli.surface.evaluate import PointEvaluator
 
-    ckpt = load_checkpoint(f"sample_checkpoints/{name}.pt")
+    ckpt = load_checkpoint(SAMPLE_DIR / f"{name}.pt")
     coefficients = np.array([[0.0, 0.0], [0.5, -0.25], [-1.0, 1.0], [0.1, 0.9]])
     values = {}
     for device in ("cpu", "cuda"):
@@ -80,7 +82,7 @@ def test_cuda_surface_cli_resume(tmp_path) -> None:
 
     from landscape_cli.cli import main
 
-    base = ["surface", "sample_checkpoints/resnet_digits.pt", "--2d", "--x", "-1:1:6", "--y", "-1:1:4"]
+    base = ["surface", str(SAMPLE_DIR / "resnet_digits.pt"), "--2d", "--x", "-1:1:6", "--y", "-1:1:4"]
     base += ["--samples", "300", "--device", "cuda", "--quiet"]
     assert main([*base, "--out", str(tmp_path / "whole.h5")]) == 0
     import landscape_cli.surface.store as store
@@ -108,7 +110,7 @@ def test_cuda_api_check_and_compare_match_cpu() -> None:
     """The API on the GPU (`device="auto"` picks it): gates equal the CPU's, a self-comparison is zero."""
     import landscape_cli as ls
 
-    path = "sample_checkpoints/resnet_digits.pt"
+    path = str(SAMPLE_DIR / "resnet_digits.pt")
     gates = {"max_top_eig": 1e9, "max_trace": 1e9, "max_surface_rise": 1e9}
     cpu = ls.load(path, device="cpu", samples=500).check(**gates)
     scape = ls.load(path, samples=500)

@@ -1,16 +1,10 @@
-"""Training with SGD and the SAM family (names load on first use: `rundir` needs no torch)."""
+"""Training with SGD and the SAM family (names load on first use: `rundir` and `schedule` need no torch)."""
 
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
+_EXPORTS = {"TrainConfig": "loop", "train_model": "loop"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name in ("TrainConfig", "train_model"):
-        from . import loop
-
-        return getattr(loop, name)
-    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
-
-
-__all__ = ["TrainConfig", "train_model"]
+__all__ = list(_EXPORTS)
