@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,7 @@ class Case:
     name: str
     argv: list[str]
     allowed: tuple[int, ...] = (2,)
+    inputs: list[Path] = field(default_factory=list)  # files made for this case, removed after it
 
 
 class Assets:
@@ -471,7 +472,7 @@ def file_case(assets: Assets, work: Path, rng: random.Random, index: int) -> Cas
         path = work / f"bad{index}.pt"
         path.write_bytes(blob)
         command = rng.choice(["info", "spectrum", "surface", "eos", "check", "compare"])
-        return Case(f"{command} <checkpoint {how}>", _with_input(command, path, assets), (0, 2))
+        return Case(f"{command} <checkpoint {how}>", _with_input(command, path, assets), (0, 2), [path])
     if family == "checkpoint metadata":
         raw, how = hostile_metadata(assets, rng)
         path = work / f"bad{index}.pt"
@@ -480,7 +481,7 @@ def file_case(assets: Assets, work: Path, rng: random.Random, index: int) -> Cas
         # info shows what it reads; an odd optimizer record matters only to the eos measurement
         harmless = command == "info" or how.startswith("escape") or (how.startswith("optimizer") and command != "eos")
         allowed = (0, 2) if harmless else (2,)
-        return Case(f"{command} <metadata: {how}>", _with_input(command, path, assets), allowed)
+        return Case(f"{command} <metadata: {how}>", _with_input(command, path, assets), allowed, [path])
     kind = rng.choice(sorted(assets.results))
     source = assets.results[kind]
     path = work / (f"bad{index}.h5" if kind != "train" else f"badrun{index}/train.h5")
@@ -492,7 +493,8 @@ def file_case(assets: Assets, work: Path, rng: random.Random, index: int) -> Cas
         how = hostile_hdf5(source, path, rng, assets)
     command = rng.choice(_readers(kind))
     target = path.parent if kind == "train" and command in ("plot", "eos") else path
-    return Case(f"{command} <{kind} {how}>", _with_input(command, target, assets, kind), (0, 2))
+    made = [path.parent] if kind == "train" else [path]
+    return Case(f"{command} <{kind} {how}>", _with_input(command, target, assets, kind), (0, 2), made)
 
 
 def _readers(kind: str) -> list[str]:
@@ -521,12 +523,15 @@ def _with_input(command: str, path: Path, assets: Assets, kind: str = "") -> lis
     return [command, p, *QUICK[command]]
 
 
-def generate(assets: Assets, work: Path, seed: int, count: int) -> list[Case]:
-    """Every bad option of every command once, then `count` damaged or hostile files (seeded)."""
+def generate(assets: Assets, work: Path, seed: int, count: int) -> Iterator[Case]:
+    """Every bad option of every command once, then `count` damaged or hostile files (seeded), each file made
+    only when its case is about to run (the scratch directory stays small)."""
     rng = random.Random(seed)
     cases = option_cases(assets, work)
     rng.shuffle(cases)
-    return cases + [file_case(assets, work, rng, index) for index in range(count)]
+    yield from cases
+    for index in range(count):
+        yield file_case(assets, work, rng, index)
 
 
 # -- running --------------------------------------------------------------------------------------------
@@ -627,6 +632,8 @@ def fuzz(count: int, seed: int, root: Path) -> tuple[list[Outcome], Counter]:
         if verbose:
             print(f"... {case.name}", flush=True)
         outcomes.append(run_case(case, assets, work))
+        for path in case.inputs:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     codes = Counter(o.code for o in outcomes)
     return outcomes, codes
 
