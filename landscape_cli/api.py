@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,12 @@ from .eos.measure import EosResult, measure_checkpoint
 from .eos.setting import OptimizerSetting
 from .errors import LandscapeError
 from .limits import memory_limit
+from .losses import Loss
+from .operators import CurvatureOperator
 from .problem import Problem
 from .progress import Tracker
 from .session import check_model_fits_data, problem_from_checkpoint, resolve_device, resolve_dtype
+from .sources import subset_indices
 from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum, validate_lanczos
 from .surface import SurfaceOptions, SurfaceResult, compute_surface
 from .zoo.data import Dataset, data_spec
@@ -116,6 +119,11 @@ class Landscape:
     @property
     def n_params(self) -> int:
         return self.problem.n_params
+
+    def operator(self, curvature: str = "hessian", params: str | Sequence[str] | None = None) -> CurvatureOperator:
+        """The curvature matrix (hessian, ggn or fisher) as a linear operator, over all parameters or the
+        block of those whose names match the glob patterns `params`."""
+        return CurvatureOperator(self.problem, curvature, params)
 
     def loss(self) -> float:
         """The mean loss over the data at the weights."""
@@ -276,6 +284,7 @@ def load(
     data: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
     loss: str | None = None,
+    loss_options: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     max_memory: str | int | None = None,
 ) -> Landscape:
@@ -285,8 +294,6 @@ def load(
     An entry point the file records as its model or data (code, e.g. 'mypkg.nets:build') is imported only
     when you name a model or data here, or pass `trust_remote_code=True`. `max_memory` ('64G') refuses
     models and data estimated to need more (default: 80% of RAM)."""
-    if loss is not None and loss not in LOSSES:
-        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
     with memory_limit(max_memory):
         ckpt = load_checkpoint(
             path,
@@ -295,6 +302,8 @@ def load(
             loss=loss,
             trust_remote_code=trust_remote_code,
         )
+        ckpt.loss_spec()
+        ckpt.loss_options = dict(loss_options or {})
         return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
 
 
@@ -333,11 +342,12 @@ def landscape_of(
 
 def wrap(
     model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor] | Iterable[Any],
-    loss: str = "cross_entropy",
+    data: Any,
+    loss: str | Loss | Callable[..., Any] = "cross_entropy",
     *,
     optimizer: torch.optim.Optimizer | None = None,
     batch_size: int = 2048,
+    samples: int | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
     train_mode: bool = False,
@@ -345,21 +355,27 @@ def wrap(
     seed: int = 0,
     split: str = "train",
 ) -> Landscape:
-    """A live module on tensors `(x, y)` or on the (x, y) batches of a DataLoader, read once into memory
-    so every measurement sees the same samples. Class labels (integer y) make it a classification task.
+    """A live module on its data, ready to analyse.
+
+    `data`: tensors `(x, y)` (held on the device), or streamed batch by batch: a torch `Dataset`, an
+    `IterableDataset`, a `DataLoader` or any iterable of batches, where a batch is `(x, y, ...)`, a dict
+    of tensors (HuggingFace style, targets under 'labels') or a tensor. `samples` keeps a seeded subset of
+    a Dataset (an iterable's first samples). Integer inputs (token ids) keep their dtype.
+
+    `loss`: a name (cross_entropy, mse, half_sse, bce_with_logits, model), an nn.Module loss, or a
+    function `fn(output, batch)` returning the batch's mean or `(loss_sum, count)`; see
+    `landscape_cli.losses`.
 
     `optimizer`: a torch SGD or Adam (or landscape's SharpnessAware), for the edge of stability; Adam's
     state gives the preconditioner."""
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"wrap needs a torch.nn.Module, got {type(model).__name__}")
-    if loss not in LOSSES:
-        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
-    dataset = _dataset_of(data)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
+    dataset = _in_memory(data, samples, seed)
     problem = Problem(  # copies the module
         model,
-        dataset,
+        dataset if dataset is not None else data,
         loss,
         batch_size=batch_size,
         device=device,
@@ -367,38 +383,53 @@ def wrap(
         train_mode=train_mode,
         hvp=hvp,
         seed=seed,
+        samples=samples,
     )
-    check_model_fits_data(problem.model, dataset, device, dtype, loss)  # switches the copy to eval mode
+    if dataset is not None and isinstance(loss, str) and loss in ("cross_entropy", "mse", "half_sse"):
+        check_model_fits_data(problem.model, dataset, device, dtype, loss)  # switches the copy to eval mode
+    else:
+        problem.check_fits()
     problem.model.train(train_mode)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    ckpt = Checkpoint(state_dict=state, loss=loss, native=False)
+    recorded = problem.loss_name if problem.loss_name in LOSSES else None
+    ckpt = Checkpoint(state_dict=state, loss=recorded, native=False)
     setting, opt_state = _optimizer_setting(optimizer, model)
     return Landscape(ckpt, problem, split=split, optimizer=setting, optimizer_state=opt_state)
 
 
-def _dataset_of(data: Any) -> Dataset:
+def _in_memory(data: Any, samples: int | None, seed: int) -> Dataset | None:
+    """Floating inputs and targets given as two tensors stay on the device as a Dataset (the fastest path);
+    anything else is streamed."""
     if isinstance(data, Dataset):
         return data
-    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        xs, ys = [data[0]], [data[1]]
-    else:
-        try:
-            batches = list(data)
-        except TypeError:
-            raise LandscapeError(
-                f"data must be a tuple (x, y) of tensors or a DataLoader of (x, y) batches, got {type(data).__name__}"
-            ) from None
-        if not batches or not all(isinstance(b, tuple | list) and len(b) >= 2 for b in batches):
-            raise LandscapeError("the DataLoader must yield (x, y) batches, and at least one")
-        xs, ys = [b[0] for b in batches], [b[1] for b in batches]
-    x, y = torch.cat([t.detach().cpu() for t in xs]), torch.cat([t.detach().cpu() for t in ys])
-    if len(x) != len(y) or len(x) == 0:
-        raise LandscapeError(f"x has {len(x)} samples and y {len(y)}; they must match and be at least 1")
-    if not x.is_floating_point():
-        raise LandscapeError(f"inputs must be floating point, got {x.dtype}")
-    if not y.is_floating_point():
-        y = y.long()
-    return Dataset(x, y)
+    if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        return None
+    x, y = (t.detach().cpu() for t in data)
+    if not x.is_floating_point() or x.dim() == 0 or y.dim() == 0 or len(x) != len(y) or len(x) == 0:
+        return None
+    indices = subset_indices(len(x), samples, seed)
+    if indices is not None:
+        x, y = x[indices], y[indices]
+    return Dataset(x, y if y.is_floating_point() else y.long())
+
+
+def hessian(model: nn.Module, data: Any, loss: Any = "cross_entropy", *, params: Any = None, **options: Any
+            ) -> CurvatureOperator:  # fmt: skip
+    """The Hessian of the mean loss as a linear operator (`op @ v`, `op.to_scipy()`); `params`: glob
+    patterns of parameter names for a block. `options` are those of `wrap`."""
+    return wrap(model, data, loss, **options).operator("hessian", params)
+
+
+def ggn(model: nn.Module, data: Any, loss: Any = "cross_entropy", *, params: Any = None, **options: Any
+        ) -> CurvatureOperator:  # fmt: skip
+    """The generalized Gauss-Newton matrix J^T H_loss J as a linear operator; as `hessian`."""
+    return wrap(model, data, loss, **options).operator("ggn", params)
+
+
+def fisher(model: nn.Module, data: Any, loss: Any = "cross_entropy", *, params: Any = None, **options: Any
+           ) -> CurvatureOperator:  # fmt: skip
+    """The empirical Fisher (1/N) sum_i g_i g_i^T as a linear operator; as `hessian`."""
+    return wrap(model, data, loss, **options).operator("fisher", params)
 
 
 def _optimizer_setting(
@@ -549,4 +580,16 @@ def _measure(scape, measures, radius, tol, seed, tracker, dirs, out) -> tuple[di
     return values, quantities
 
 
-__all__ = ["CheckResult", "CompareResult", "KINDS", "Landscape", "compare", "describe_gate", "load", "wrap"]
+__all__ = [
+    "CheckResult",
+    "CompareResult",
+    "KINDS",
+    "Landscape",
+    "compare",
+    "describe_gate",
+    "fisher",
+    "ggn",
+    "hessian",
+    "load",
+    "wrap",
+]

@@ -25,10 +25,12 @@ from .choices import LOSSES
 from .errors import LandscapeError
 from .files import file_sha256, require_regular_file, verify_archive
 from .metadata import validate_metadata
+from .zoo.entrypoints import is_entrypoint
 from .zoo.models import build_model
 
 FORMAT = "landscape-checkpoint"
-FORMAT_VERSION = 1
+#: 2: `mse` is PyTorch's MSELoss; format 1's `mse` (0.5 x the sum over outputs) reads as `half_sse`.
+FORMAT_VERSION = 2
 FOREIGN_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -56,6 +58,19 @@ class Checkpoint:
     #: Entry points the file names that nobody vouched for ("model"/"data" -> "pkg.module:fn"): data, not
     #: code, until the user names a model or data source or passes trust_remote_code.
     untrusted: dict[str, str] = field(default_factory=dict)
+    #: Options of the loss given with it (cross_entropy's ignore_index, label_smoothing).
+    loss_options: dict[str, Any] = field(default_factory=dict)
+
+    def loss_spec(self) -> str | None:
+        """The loss to measure: a name, or an entry point the user named or trusts (refused otherwise)."""
+        if "loss" in self.untrusted:
+            entry = self.untrusted["loss"]
+            raise LandscapeError(
+                f"{self.path} names the loss entry point '{entry}', and landscape runs no code named in a file: "
+                f"pass --loss {entry} (or another loss) to run it, or --trust-remote-code to trust the entry points "
+                "this file names"
+            )
+        return self.loss
 
     def spec(self, what: str) -> dict[str, Any]:
         """The model or data spec to build from: refused when missing, or when it names code that the file
@@ -196,10 +211,17 @@ def load_checkpoint(
             setattr(ckpt, what, given)
         elif not trust_remote_code and isinstance(getattr(ckpt, what), dict) and "entrypoint" in getattr(ckpt, what):
             ckpt.untrusted[what] = str(getattr(ckpt, what)["entrypoint"])
+    if ckpt.native and (ckpt.format_version or 0) < 2 and ckpt.loss == "mse":
+        ckpt.loss = "half_sse"  # what format 1 meant by mse
     if loss is not None:
         ckpt.loss = loss
-    if ckpt.loss is not None and ckpt.loss not in LOSSES:
-        raise LandscapeError(f"unknown loss '{ckpt.loss}'; choose one of {', '.join(LOSSES)}")
+    elif not trust_remote_code and isinstance(ckpt.loss, str) and is_entrypoint(ckpt.loss):
+        ckpt.untrusted["loss"] = ckpt.loss
+    named_function = isinstance(ckpt.loss, str) and is_entrypoint(ckpt.loss)
+    if ckpt.loss is not None and ckpt.loss not in LOSSES and not named_function:
+        raise LandscapeError(
+            f"unknown loss '{ckpt.loss}'; choose one of {', '.join(LOSSES)}, or name a function as file.py:fn"
+        )
     return ckpt
 
 

@@ -4,8 +4,14 @@ import these; this is the one list of each."""
 
 from __future__ import annotations
 
-#: `--loss`: PyTorch's cross-entropy, and Cohen et al.'s MSE (0.5 ||f - onehot||^2 summed over outputs).
-LOSSES = ("cross_entropy", "mse")
+#: `--loss` (landscape_cli.losses says what each is): PyTorch's cross-entropy, MSELoss and BCEWithLogitsLoss,
+#: Cohen et al.'s MSE (0.5 ||f - onehot||^2 summed over outputs, this project's `mse` before checkpoint
+#: format 2), and the model's own loss (HuggingFace's `.loss`).
+LOSSES = ("cross_entropy", "mse", "half_sse", "bce_with_logits", "model")
+#: The losses `train` trains with (its models return tensors).
+TRAIN_LOSSES = ("cross_entropy", "mse", "half_sse", "bce_with_logits")
+#: `--curvature`: the matrix a spectrum is of (landscape_cli.operators says what each is).
+CURVATURES = ("hessian", "ggn", "fisher")
 OPTIMIZERS = ("sgd", "sam", "asam", "ssam", "msam", "eigensam", "usam")
 BASES = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")

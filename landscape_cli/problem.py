@@ -13,20 +13,22 @@ import functools
 import importlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from .errors import LandscapeError
+from .batches import Batch, as_batch, move, take
+from .errors import LandscapeError, ParameterError
+from .losses import FunctionLoss, Loss, logits_of, resolve_loss
+from .sources import BatchSource, as_source
 from .zoo.data import Dataset
 
 HVP_METHODS = ("jvp", "double-backward")
-GradientGraph = tuple[dict[str, torch.Tensor], tuple[torch.Tensor | None, ...]]
+GradientGraph = tuple[dict[str, torch.Tensor], tuple[torch.Tensor | None, ...], float]
 #: Samples used to time the two HVP methods against each other.
 CALIBRATION_SAMPLES = 256
 
@@ -65,61 +67,8 @@ class ParamLayout:
 
 
 def per_sample_loss_sum(output: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """Sum over the chunk of each sample's loss.
-
-    ``mse`` is 0.5 * ||f(x) - y||^2 summed over outputs, with one-hot targets for class labels
-    (Cohen et al.'s convention), so its Hessian is the Gauss-Newton matrix plus residual terms
-    without a 1/classes factor.
-    """
-    if loss == "cross_entropy":
-        if target.dtype != torch.long:
-            raise LandscapeError("cross_entropy needs class labels; use --loss mse for regression targets")
-        return F.cross_entropy(output, target, reduction="sum")
-    if loss == "mse":
-        if target.dtype == torch.long:
-            target = F.one_hot(target, output.shape[-1]).to(output.dtype)
-        if target.shape != output.shape:
-            raise LandscapeError(
-                f"mse: model outputs {tuple(output.shape[1:])} but targets are {tuple(target.shape[1:])}"
-            )
-        return 0.5 * (output - target).pow(2).sum()
-    raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
-
-
-def loss_and_correct_sums(
-    outputs: torch.Tensor, target: torch.Tensor, loss: str
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sums over a chunk of the loss and of correct predictions, for outputs (B, ...) or a block of P
-    parameter points at once, (P, B, ...); the sums have the leading shape, () or (P,).
-
-    The same values as `per_sample_loss_sum` and an argmax, at a third of the cost for a small
-    model: log_softmax over 10 classes took 270 us for 1,797 digits on our CPU, as long as the MLP's
-    forward pass, and cross_entropy under vmap more. A sample counts as correct when its label's
-    output is the largest (argmax would break exact ties by index; outputs are never exactly tied
-    in practice).
-    """
-    classification = target.dtype == torch.long
-    lead = outputs.dim() - (target.dim() + (1 if classification else 0))
-    picked = top = correct = None
-    if classification:
-        index = target.expand(*outputs.shape[:lead], *target.shape).unsqueeze(-1)
-        picked = outputs.gather(-1, index)
-        top = outputs.amax(dim=-1, keepdim=True)
-        correct = (picked == top).flatten(lead).sum(-1)
-    if loss == "cross_entropy":
-        if not classification:
-            raise LandscapeError("cross_entropy needs class labels; use --loss mse for regression targets")
-        lse = (outputs - top).exp().sum(dim=-1, keepdim=True).log() + top
-        return (lse - picked).flatten(lead).sum(-1), correct
-    if loss == "mse":
-        if classification:
-            target = F.one_hot(target, outputs.shape[-1]).to(outputs.dtype)
-        if target.shape != outputs.shape[lead:]:
-            raise LandscapeError(
-                f"mse: model outputs {tuple(outputs.shape[lead + 1 :])} but targets are {tuple(target.shape[1:])}"
-            )
-        return 0.5 * (outputs - target).pow(2).flatten(lead).sum(-1), correct
-    raise LandscapeError(f"unknown loss '{loss}'; choose cross_entropy or mse")
+    """Sum over a batch of each sample's loss (the training loop's objective, named as checkpoints name it)."""
+    return resolve_loss(loss).sum_and_count(output, as_batch((output, target)))[0]
 
 
 @contextlib.contextmanager
@@ -159,13 +108,18 @@ def _disable_running_stats(model: nn.Module) -> None:
 
 
 class Problem:
-    """Loss, gradient and Hessian-vector products of the mean loss over a fixed sample set."""
+    """Loss, gradient and Hessian-vector products of the mean loss over a fixed sample set.
+
+    `data` is a `Dataset` of in-memory tensors (moved to the device once and cut into chunks), or anything
+    `sources.as_source` reads: tensors, a torch Dataset, an IterableDataset, a DataLoader, an iterable of
+    batches, which is streamed: one batch on the device at a time, plus the next one being copied.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        data: Dataset,
-        loss: str,
+        data: Dataset | Any,
+        loss: str | Loss | Callable[..., Any],
         *,
         batch_size: int = 2048,
         device: torch.device | str = "cpu",
@@ -173,14 +127,16 @@ class Problem:
         train_mode: bool = False,
         hvp: str = "auto",
         seed: int = 0,
+        samples: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise LandscapeError(f"--batch-size must be at least 1, got {batch_size}")
+            raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
         if hvp not in ("auto", *HVP_METHODS):
             raise LandscapeError(f"unknown HVP method '{hvp}'; choose auto, {', '.join(HVP_METHODS)}")
         self.device = torch.device(device)
         self.dtype = dtype
-        self.loss_name = loss
+        self.loss = resolve_loss(loss, model=model)
+        self.loss_name = self.loss.record()
         self.train_mode = train_mode
         self.seed = seed
         self.model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
@@ -196,14 +152,26 @@ class Problem:
                 raise LandscapeError(f"parameter '{name}' contains NaN or inf")
         self.layout = ParamLayout.of(self.params)
         self.w = self.layout.flatten(self.params).clone()
-        self.x = data.x.to(self.device, dtype)
-        self.y = data.y.to(self.device) if data.y.dtype == torch.long else data.y.to(self.device, dtype)
-        self.n_samples = len(data)
-        self.batch_size = min(batch_size, self.n_samples)
-        self.chunks = [
-            slice(i, min(i + self.batch_size, self.n_samples)) for i in range(0, self.n_samples, self.batch_size)
-        ]
-        self.is_classification = data.y.dtype == torch.long
+        self.source: BatchSource | None = None
+        if isinstance(data, Dataset):
+            self.in_memory = True
+            self.x = data.x.to(self.device, dtype)
+            self.y = data.y.to(self.device) if data.y.dtype == torch.long else data.y.to(self.device, dtype)
+            self.n_samples = len(data)
+            self.batch_size = min(batch_size, self.n_samples)
+            self.chunks = [
+                slice(i, min(i + self.batch_size, self.n_samples)) for i in range(0, self.n_samples, self.batch_size)
+            ]
+            self.n_batches = len(self.chunks)
+            self.is_classification = data.y.dtype == torch.long
+        else:
+            self.in_memory = False
+            self.source = as_source(data, batch_size=batch_size, samples=samples, seed=seed)
+            self.n_samples = self.source.n_samples
+            self.n_batches = self.source.n_batches
+            self.batch_size = batch_size
+            first = as_batch(next(iter(self.source)))
+            self.is_classification = first.target is not None and not first.target.is_floating_point()
         self.requested_hvp = hvp
         self.hvp_method: str | None = None if hvp == "auto" else hvp
         self.hvp_timings: dict[str, float] = {}
@@ -232,10 +200,73 @@ class Problem:
     def mode(self) -> str:
         return "train" if self.train_mode else "eval"
 
+    # -- the data ---------------------------------------------------------------------------
+    def batches(self) -> Iterator[tuple[int, Batch]]:
+        """(index, batch on the device) for every batch of the sample set, in a fixed order. A streamed
+        source's next batch is copied while the current one is used; no more than two are held."""
+        if self.source is None:
+            for index, chunk in enumerate(self.chunks):
+                x, y = self.x[chunk], self.y[chunk]
+                yield index, Batch((x,), {}, y, chunk.stop - chunk.start, (x, y))
+            return
+        pending: Batch | None = None
+        index = 0
+        for raw in self.source:
+            ready = as_batch(move(raw, self.device, self.dtype))
+            if pending is not None:
+                yield index, pending
+                index += 1
+            pending = ready
+        if pending is not None:
+            yield index, pending
+
+    def first_batch(self, size: int | None = None) -> Batch:
+        """The first batch on the device, cut to `size` samples."""
+        if self.source is None:
+            end = self.n_samples if size is None else min(size, self.n_samples)
+            x, y = self.x[:end], self.y[:end]
+            return Batch((x,), {}, y, end, (x, y))
+        raw = next(iter(self.source))
+        return as_batch(move(raw if size is None else take(raw, size), self.device, self.dtype))
+
+    def output(self, model: nn.Module, batch: Batch) -> Any:
+        """A model's output on a batch (with the labels when the model computes its own loss)."""
+        return batch.call(model, with_labels=self.loss.passes_labels)
+
+    def check_fits(self) -> None:
+        """The model and the loss on two samples (eval mode), so that a model that does not fit the data or a
+        loss that cannot read the output fails here, in one line, instead of deep inside a computation."""
+        batch = self.first_batch(2)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    out = self.output(self.model, batch)
+                except LandscapeError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a model/data mismatch can fail anywhere in forward
+                    raise LandscapeError(f"the model does not accept the data's batches: {_first_line(exc)}") from None
+                try:
+                    total, _ = self.loss.sum_and_count(out, batch)
+                except LandscapeError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise LandscapeError(f"loss {self.loss_name} cannot read the model's output: {_first_line(exc)}"
+                                         ) from None  # fmt: skip
+                if total.dim() != 0:
+                    raise LandscapeError(
+                        f"loss {self.loss_name} gave a tensor of shape {tuple(total.shape)}, not a scalar"
+                    )
+        finally:
+            self.model.train(self.train_mode)
+
     # -- the pure function ------------------------------------------------------------------
-    def _loss_sum(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = functional_call(self.model, (params, self.buffers), (x,))
-        return per_sample_loss_sum(out, y, self.loss_name)
+    def _loss_sum(self, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(batch.kwargs)
+        if self.loss.passes_labels and batch.target is not None and not batch.args:
+            kwargs["labels"] = batch.target
+        out = functional_call(self.model, (params, self.buffers), batch.args, kwargs)
+        return self.loss.sum_and_count(out, batch)
 
     @contextlib.contextmanager
     def chunk_context(self, index: int) -> Iterator[None]:
@@ -256,51 +287,67 @@ class Problem:
     # -- values -----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, w: torch.Tensor | None = None) -> dict[str, float]:
-        """Mean loss and (for classification) accuracy in %, at `w` (default: the checkpoint)."""
+        """Mean loss and (for class labels) accuracy in %, at `w` (default: the checkpoint)."""
         params = self._point(w)
-        loss_sum, correct = 0.0, 0
-        for i, chunk in enumerate(self.chunks):
-            with self.chunk_context(i):
-                out = functional_call(self.model, (params, self.buffers), (self.x[chunk],))
-            chunk_loss, chunk_correct = loss_and_correct_sums(out, self.y[chunk], self.loss_name)
-            loss_sum += float(chunk_loss)
-            if chunk_correct is not None:
-                correct += int(chunk_correct)
-        result = {"loss": loss_sum / self.n_samples}
-        if self.is_classification:
-            result["accuracy"] = 100.0 * correct / self.n_samples
+        loss_sum, count, correct, judged = 0.0, 0.0, 0, 0
+        for index, batch in self.batches():
+            with self.chunk_context(index):
+                kwargs = dict(batch.kwargs)
+                if self.loss.passes_labels and batch.target is not None and not batch.args:
+                    kwargs["labels"] = batch.target
+                out = functional_call(self.model, (params, self.buffers), batch.args, kwargs)
+            if isinstance(out, torch.Tensor) and not isinstance(self.loss, FunctionLoss):
+                sums, batch_count = self.loss.many(out.unsqueeze(0), batch)
+                batch_loss = sums[0]
+            else:
+                batch_loss, batch_count = self.loss.sum_and_count(out, batch)
+            loss_sum += float(batch_loss)
+            count += float(batch_count)
+            hits = self.loss.correct(logits_of(out).unsqueeze(0), batch) if self.is_classification else None
+            if hits is not None:
+                correct += int(hits[0][0])
+                judged += int(hits[1])
+        result = {"loss": loss_sum / _positive(count)}
+        if judged:
+            result["accuracy"] = 100.0 * correct / judged
         return result
 
     def loss_and_gradient(self, w: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
         """Mean loss and its gradient (flat) over all samples (plain autograd: no torch.func start-up)."""
         leaves = {k: t.detach().requires_grad_(True) for k, t in self._point(w).items()}
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
-        loss_sum = 0.0
-        for i, chunk in enumerate(self.chunks):
-            with self.chunk_context(i), torch.enable_grad():
-                value = self._loss_sum(leaves, self.x[chunk], self.y[chunk])
+        loss_sum, count = 0.0, 0.0
+        for index, batch in self.batches():
+            with self.chunk_context(index), torch.enable_grad():
+                value, batch_count = self._loss_sum(leaves, batch)
                 grads = torch.autograd.grad(value, tuple(leaves.values()), allow_unused=True)
             total += self._flatten_grads(leaves, grads)
             loss_sum += float(value.detach())
-        return loss_sum / self.n_samples, total / self.n_samples
+            count += float(batch_count)
+        count = _positive(count)
+        return loss_sum / count, total / count
 
     # -- Hessian-vector products ----------------------------------------------------------------
-    def _hvp_jvp(self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], chunk: slice) -> torch.Tensor:
+    def _hvp_jvp(self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], batch: Batch) -> tuple:
+        """Forward-mode over reverse-mode: the batch's H v summed over its samples, and its count."""
         _import_jvp_decompositions_quietly()
-        x, y = self.x[chunk], self.y[chunk]
-        _, hv = jvp(lambda p: grad(self._loss_sum)(p, x, y), (params,), (v,))
-        return self.layout.flatten(hv)
 
-    def _gradient_graph(self, params: dict[str, torch.Tensor], chunk: slice) -> GradientGraph:
-        """The chunk's gradient with its graph kept, so that H v is one more backward pass."""
+        def gradient(p: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            return grad(lambda q: self._loss_sum(q, batch), has_aux=True)(p)
+
+        _, hv, count = jvp(gradient, (params,), (v,), has_aux=True)
+        return self.layout.flatten(hv), count
+
+    def _gradient_graph(self, params: dict[str, torch.Tensor], batch: Batch) -> GradientGraph:
+        """The batch's gradient with its graph kept, so that H v is one more backward pass."""
         leaves = {k: t.detach().requires_grad_(True) for k, t in params.items()}
         with torch.enable_grad():
-            value = self._loss_sum(leaves, self.x[chunk], self.y[chunk])
+            value, count = self._loss_sum(leaves, batch)
             grads = torch.autograd.grad(value, tuple(leaves.values()), create_graph=True, allow_unused=True)
-        return leaves, grads
+        return leaves, grads, float(count)
 
     def _hvp_from_graph(self, graph: GradientGraph, v: dict[str, torch.Tensor], keep: bool) -> torch.Tensor:
-        leaves, grads = graph
+        leaves, grads, _ = graph
         with torch.enable_grad():
             dot = sum((g * v[k]).sum() for k, g in zip(leaves, grads, strict=True) if g is not None and g.requires_grad)
             if not isinstance(dot, torch.Tensor):  # the gradient does not depend on the parameters
@@ -308,26 +355,22 @@ class Problem:
             hv = torch.autograd.grad(dot, tuple(leaves.values()), allow_unused=True, retain_graph=keep)
         return self._flatten_grads(leaves, hv)
 
-    def _hvp_double_backward(
-        self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], chunk: slice
-    ) -> torch.Tensor:
-        return self._hvp_from_graph(self._gradient_graph(params, chunk), v, keep=False)
-
     def _cached_graph(self) -> GradientGraph:
-        """The gradient graph of the single chunk at the checkpoint's weights, built on first use.
+        """The gradient graph of the single batch at the checkpoint's weights, built on first use.
 
         Reusing it halves the cost of each double-backward HVP (no forward pass, no first
-        backward pass). Only for single-chunk problems: its memory is that of one uncached HVP.
+        backward pass). Only for single-batch problems: its memory is that of one uncached HVP.
         """
         # The weights may be changed in place (version counter) or replaced (the tensor itself; holding
         # it keeps its id from being reused by another tensor).
         if self._graph is None or self._graph_w is not self.w or self._graph_version != self.w._version:
-            self._graph = self._gradient_graph(self._point(None), self.chunks[0])
+            self._graph = None
+            self._graph = self._gradient_graph(self._point(None), self.first_batch())
             self._graph_w, self._graph_version = self.w, self.w._version
         return self._graph
 
     def _caches_graph(self, method: str, w: torch.Tensor | None) -> bool:
-        return method == "double-backward" and w is None and len(self.chunks) == 1
+        return method == "double-backward" and w is None and self.n_batches == 1
 
     def _flatten_grads(self, leaves: dict[str, torch.Tensor], grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         """Flatten autograd results; a parameter the loss does not reach contributes zeros."""
@@ -335,11 +378,14 @@ class Problem:
             tuple(torch.zeros_like(t) if g is None else g for t, g in zip(leaves.values(), grads, strict=True))
         )
 
-    def _hvp_chunk(self, method: str, params: dict, v: dict, chunk: slice, index: int) -> torch.Tensor:
+    def _hvp_batch(self, method: str, params: dict, v: dict, batch: Batch, index: int) -> tuple[torch.Tensor, float]:
+        """The batch's H v summed over its samples, and its count."""
         with self.chunk_context(index):
             if method == "jvp":
-                return self._hvp_jvp(params, v, chunk)
-            return self._hvp_double_backward(params, v, chunk)
+                hv, count = self._hvp_jvp(params, v, batch)
+                return hv, float(count)
+            graph = self._gradient_graph(params, batch)
+            return self._hvp_from_graph(graph, v, keep=False), graph[2]
 
     def choose_hvp_method(self) -> str:
         """Time both HVP methods on a slice of the data and keep the faster one.
@@ -349,7 +395,7 @@ class Problem:
         """
         if self.hvp_method is not None:
             return self.hvp_method
-        chunk = slice(0, min(CALIBRATION_SAMPLES, self.n_samples))
+        batch = self.first_batch(CALIBRATION_SAMPLES)
         params = self._point(None)
         v = self.layout.unflatten(torch.ones(self.n_params, device=self.device, dtype=self.dtype))
         errors: dict[str, str] = {}
@@ -357,7 +403,7 @@ class Problem:
             try:
                 if self._caches_graph(method, None):  # time what the HVPs will cost: the cached graph
                     with self.chunk_context(0):
-                        graph = self._gradient_graph(params, chunk)
+                        graph = self._gradient_graph(params, batch)
 
                     def run(graph: GradientGraph = graph) -> torch.Tensor:
                         with self.chunk_context(0):
@@ -365,7 +411,7 @@ class Problem:
                 else:
 
                     def run(method: str = method) -> torch.Tensor:
-                        return self._hvp_chunk(method, params, v, chunk, 0)
+                        return self._hvp_batch(method, params, v, batch, 0)[0]
 
                 run()  # warm-up
                 times = []
@@ -398,13 +444,18 @@ class Problem:
         tangent = self.layout.unflatten(v.to(self.device, self.dtype))
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         if self._caches_graph(method, w):
+            graph = self._cached_graph()
             with self.chunk_context(0):
-                total += self._hvp_from_graph(self._cached_graph(), tangent, keep=True)
+                total += self._hvp_from_graph(graph, tangent, keep=True)
+            count = graph[2]
         else:
-            for i, chunk in enumerate(self.chunks):
-                total += self._hvp_chunk(method, params, tangent, chunk, i)
+            count = 0.0
+            for index, batch in self.batches():
+                hv, batch_count = self._hvp_batch(method, params, tangent, batch, index)
+                total += hv
+                count += batch_count
         self.hvp_calls += 1
-        return total / self.n_samples
+        return total / _positive(count)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -417,3 +468,14 @@ class Problem:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _positive(count: float) -> float:
+    if not count > 0:
+        raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
+    return count

@@ -69,6 +69,9 @@ def spectrum_dict(result: SpectrumResult, outputs: dict[str, str]) -> dict[str, 
     return out
 
 
+MATRIX_NAMES = {"hessian": "Hessian", "ggn": "Gauss-Newton", "fisher": "Empirical Fisher"}
+
+
 def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], console: Console | None = None) -> None:
     console = console or stdout_console()
     p = result.problem
@@ -78,9 +81,13 @@ def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], 
         f"({p['mode']} mode, {p['dtype']}, {p['device']}, HVP by {p['hvp_method']})"
     )
     console.print(f"loss {result.loss:.6g}{acc}, gradient norm {result.grad_norm:.4g}")
+    matrix = MATRIX_NAMES.get(p.get("curvature", "hessian"), "Hessian")
+    if p.get("params"):
+        console.print(f"block over {p['block_size']:,} parameters matching {esc(p['params'])}")
     if result.lanczos is not None:
         lz = result.lanczos
-        table = Table(title=f"Hessian eigenvalues (Lanczos, {lz.matvecs} HVPs, tol {result.options.tol:g})")
+        products = "HVPs" if matrix == "Hessian" else "products"
+        table = Table(title=f"{matrix} eigenvalues (Lanczos, {lz.matvecs} {products}, tol {result.options.tol:g})")
         for col in ("", "#", "eigenvalue", "error bound", "residual bound", "converged"):
             table.add_column(col, justify="right" if col not in ("", "converged") else "left")
         for which in ("top", "bottom"):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from .batches import as_batch
 from .checkpoint import Checkpoint, instantiate
-from .errors import LandscapeError, LandscapeWarning
+from .errors import LandscapeError
+from .losses import IGNORE_INDEX, FunctionLoss, Loss, resolve_loss
 from .problem import Problem
-from .zoo.data import Dataset, load_data
+from .sources import as_source, subset_indices
+from .zoo.data import Dataset, load_source
+from .zoo.entrypoints import is_entrypoint, resolve_entrypoint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -37,22 +39,6 @@ def resolve_dtype(name: str) -> torch.dtype:
         return DTYPES[name]
     except KeyError:
         raise LandscapeError(f"unknown dtype '{name}'; choose float32 or float64") from None
-
-
-def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
-    """A fixed seeded subset of `samples` indices (sorted), or None for all `n` (with a warning when more
-    were asked for than there are)."""
-    if samples is None or samples >= n:
-        if samples is not None and samples < 1:
-            raise LandscapeError(f"--samples must be at least 1, got {samples}")
-        if samples is not None and samples > n:
-            warnings.warn(f"--samples {samples:,} is more than the {n:,} samples there are; using all of them",
-                          LandscapeWarning, stacklevel=2)  # fmt: skip
-        return None
-    if samples < 1:
-        raise LandscapeError(f"--samples must be at least 1, got {samples}")
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=generator)[:samples].sort().values
 
 
 def check_model_fits_data(
@@ -102,26 +88,46 @@ def problem_from_checkpoint(
     train_mode: bool = False,
     hvp: str = "auto",
     seed: int = 0,
+    ignore_index: int | None = None,
+    label_smoothing: float | None = None,
 ) -> Problem:
-    """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset."""
+    """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset. Tensors
+    are held on the device; what a data entry point returns as a Dataset, DataLoader or iterable of
+    batches is streamed."""
     ckpt.spec("model")
     spec = dict(ckpt.spec("data"))
+    loss_name = ckpt.loss_spec()
+    options = ckpt.loss_options
+    ignore_index = options.get("ignore_index", IGNORE_INDEX) if ignore_index is None else ignore_index
+    label_smoothing = options.get("label_smoothing", 0.0) if label_smoothing is None else label_smoothing
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)
     if split is not None:
         spec["split"] = split
-    data = load_data(spec)
-    if ckpt.loss is None:  # a plain state_dict: class labels mean cross-entropy, real-valued targets MSE
-        ckpt.loss = "cross_entropy" if data.task == "classification" else "mse"
-    indices = subset_indices(len(data), samples, seed)
-    if indices is not None:
-        data = data.subset(indices)
+    data = load_source(spec)
+    if isinstance(data, Dataset):
+        if loss_name is None:  # a plain state_dict: class labels mean cross-entropy, real-valued targets MSE
+            loss_name = ckpt.loss = "cross_entropy" if data.task == "classification" else "mse"
+        indices = subset_indices(len(data), samples, seed)
+        if indices is not None:
+            data = data.subset(indices)
+    else:
+        data = as_source(data, batch_size=batch_size, samples=samples, seed=seed)
+        if loss_name is None:
+            target = as_batch(next(iter(data))).target
+            integer = target is not None and not target.is_floating_point()
+            loss_name = ckpt.loss = "cross_entropy" if integer else "mse"
     model = instantiate(ckpt, device=device, dtype=dtype)
-    check_model_fits_data(model, data, device, dtype, ckpt.loss)
-    return Problem(
+    loss = build_loss(loss_name, model, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    # tensors in memory with a built-in loss get the check that names shapes; anything else runs the model
+    # and the loss on two samples
+    named_shapes = isinstance(data, Dataset) and loss.name in ("cross_entropy", "mse", "half_sse")
+    if named_shapes:
+        check_model_fits_data(model, data, device, dtype, loss.name)
+    problem = Problem(
         model,
         data,
-        ckpt.loss,
+        loss,
         batch_size=batch_size,
         device=device,
         dtype=dtype,
@@ -129,3 +135,16 @@ def problem_from_checkpoint(
         hvp=hvp,
         seed=seed,
     )
+    if not named_shapes:
+        problem.check_fits()
+    return problem
+
+
+def build_loss(name: str, model: torch.nn.Module, *, ignore_index: int = IGNORE_INDEX,
+               label_smoothing: float = 0.0) -> Loss:  # fmt: skip
+    """A loss by name, or the function a `file.py:fn` entry point names (the caller has checked it may run)."""
+    if is_entrypoint(name):
+        return FunctionLoss(resolve_entrypoint(name), name=name)
+    if name != "cross_entropy" and (ignore_index != IGNORE_INDEX or label_smoothing):
+        raise LandscapeError(f"ignore_index and label_smoothing apply to cross_entropy, not to {name}")
+    return resolve_loss(name, ignore_index=ignore_index, label_smoothing=label_smoothing, model=model)

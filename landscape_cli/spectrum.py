@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .choices import CURVATURES
 from .errors import LandscapeError
 from .limits import require_memory
 from .linalg import (
@@ -19,6 +20,7 @@ from .linalg import (
     lanczos_extremal,
     slq_density,
 )
+from .operators import CurvatureOperator
 from .problem import Problem
 from .progress import Tracker
 
@@ -37,6 +39,10 @@ class SpectrumOptions:
     density_sigma: float | None = None
     save_eigenvectors: bool = False
     seed: int = 0
+    #: Which matrix: hessian, ggn or fisher (landscape_cli.operators).
+    curvature: str = "hessian"
+    #: Glob patterns of parameter names: the block of the matrix over them (None: all parameters).
+    params: str | None = None
 
     def validate(self, n_params: int | None = None) -> None:
         """Check the options; with `n_params`, also that the problem has room for the eigenvalues asked."""
@@ -57,6 +63,8 @@ class SpectrumOptions:
             raise LandscapeError(f"--trace-hvps must be at least 6 and at most {MAX_MATVECS:,}, got {self.trace_hvps}")
         if not (1 <= self.density_runs <= MAX_MATVECS and 2 <= self.density_steps <= MAX_MATVECS):
             raise LandscapeError("--density-runs must be at least 1 and --density-steps at least 2")
+        if self.curvature not in CURVATURES:
+            raise LandscapeError(f"unknown curvature '{self.curvature}'; choose one of {', '.join(CURVATURES)}")
         if self.density_sigma is not None and not 0 < self.density_sigma < math.inf:
             raise LandscapeError(f"--density-sigma must be positive and finite, got {self.density_sigma}")
         if n_params is not None:
@@ -100,13 +108,16 @@ class SpectrumResult:
 def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracker | None = None) -> SpectrumResult:
     """Run what `options` asks for on `problem`. Fails on a non-finite loss before any HVP."""
     tracker = tracker or Tracker(None)
-    options.validate(problem.n_params)
+    options.validate()
+    op = CurvatureOperator(problem, options.curvature, options.params)
+    options.validate(op.size)
     started = time.perf_counter()
     metrics = problem.evaluate()
     loss, gradient = problem.loss_and_gradient()
     if not np.isfinite(loss) or not torch.isfinite(gradient).all():
         raise LandscapeError(f"the loss at the checkpoint is {loss} (not finite); nothing to analyse")
-    problem.choose_hvp_method()
+    if options.curvature == "hessian":
+        problem.choose_hvp_method()
     result = SpectrumResult(
         loss=loss,
         accuracy=metrics.get("accuracy"),
@@ -115,14 +126,15 @@ def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracke
         options=options,
     )
     result.seconds["setup"] = time.perf_counter() - started
+    result.problem.update(curvature=options.curvature, params=options.params or "", block_size=op.size)
     common = {"seed": options.seed, "device": problem.device, "dtype": problem.dtype}
-    hvp = _checked(problem)
+    hvp = _checked(op)
     if options.top_k + options.bottom_k:
-        tracker.start("Lanczos", total=min(options.max_iter, problem.n_params))
+        tracker.start("Lanczos", total=min(options.max_iter, op.size))
         t0 = time.perf_counter()
         result.lanczos = lanczos_extremal(
             hvp,
-            problem.n_params,
+            op.size,
             top_k=options.top_k,
             bottom_k=options.bottom_k,
             tol=options.tol,
@@ -133,21 +145,19 @@ def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracke
         )
         result.seconds["lanczos"] = time.perf_counter() - t0
         if options.save_eigenvectors:
-            result.eigenvectors = _by_name(problem, result.lanczos)
+            result.eigenvectors = _by_name(op, result.lanczos)
     if options.trace:
         tracker.start("Hutch++ trace", total=options.trace_hvps // 3 * 3)
         t0 = time.perf_counter()
-        result.trace = hutchpp_trace(
-            hvp, problem.n_params, matvecs=options.trace_hvps, on_matvec=tracker.update, **common
-        )
+        result.trace = hutchpp_trace(hvp, op.size, matvecs=options.trace_hvps, on_matvec=tracker.update, **common)
         result.seconds["trace"] = time.perf_counter() - t0
     if options.density:
-        steps = min(options.density_steps, problem.n_params)
+        steps = min(options.density_steps, op.size)
         tracker.start("Density (SLQ)", total=options.density_runs * steps)
         t0 = time.perf_counter()
         result.density = slq_density(
             hvp,
-            problem.n_params,
+            op.size,
             runs=options.density_runs,
             steps=steps,
             sigma=options.density_sigma,
@@ -159,26 +169,29 @@ def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracke
     return result
 
 
-def _checked(problem: Problem):
-    """HVPs that stop the run with a clear message when the curvature is not finite."""
+def _checked(op: CurvatureOperator):
+    """Products that stop the run with a clear message when the curvature is not finite."""
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
-        out = problem.hvp(v)
+        out = op.matvec(v)
         if not torch.isfinite(out).all():
             raise LandscapeError(
-                "a Hessian-vector product returned NaN or inf; the loss is not twice differentiable here"
+                f"a {op.kind}-vector product returned NaN or inf; the loss is not twice differentiable here"
             )
         return out
 
     return hvp
 
 
-def _by_name(problem: Problem, lanczos: LanczosResult) -> dict[str, list[dict[str, np.ndarray]]]:
+def _by_name(op: CurvatureOperator, lanczos: LanczosResult) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Eigenvectors as one array per parameter of the block."""
+    layout = op.problem.layout
     out: dict[str, list[dict[str, np.ndarray]]] = {}
     for which in ("top", "bottom"):
         vectors = getattr(lanczos, which).vectors
         if vectors is not None:
             out[which] = [
-                {k: t.detach().cpu().numpy() for k, t in problem.layout.unflatten(v).items()} for v in vectors
+                {k: t.detach().cpu().numpy() for k, t in layout.unflatten(op._embed(v)).items() if k in op.names}
+                for v in vectors
             ]
     return out

@@ -50,6 +50,8 @@ def dense_hessian(
         out = functional_call(model, (layout.unflatten(flat), buffers), (x,))
         if loss == "cross_entropy":
             return F.cross_entropy(out, y)
+        if loss == "mse":
+            return F.mse_loss(out, F.one_hot(y, out.shape[-1]).double() if y.dtype == torch.long else y.double())
         return 0.5 * (out - F.one_hot(y, out.shape[-1]).double()).pow(2).sum(dim=1).mean()
 
     w = layout.flatten(params).clone()

@@ -149,7 +149,7 @@ def test_edge_of_stability_reproduced_small(opt: str, tmp_path) -> None:
         model=model_spec("mlp", {"widths": [64, 100, 100, 10], "activation": "tanh"}),
         data=data_spec("digits", "all", 0, {"limit": 500}),
         out_dir=tmp_path / opt,
-        loss="mse",
+        loss="half_sse",
         opt=opt,
         rho=0.02,
         lr=0.4,

@@ -108,16 +108,31 @@ def test_train_mode_uses_batch_statistics() -> None:
     assert torch.equal(problem.buffers["stem.1.running_mean"], stored)
 
 
-def test_mse_loss_is_half_squared_error_summed_over_outputs() -> None:
+def test_half_sse_is_half_squared_error_summed_over_outputs() -> None:
     model, data = MODELS["mlp-tanh"], tiny_data("mlp-tanh")
-    problem = make_problem(model, data, loss="mse", batch_size=9)
+    problem = make_problem(model, data, loss="half_sse", batch_size=9)
     with torch.no_grad():
         out = model.double()(data.x.double())
     expected = 0.5 * (out - F.one_hot(data.y, 4).double()).pow(2).sum(dim=1).mean()
     assert problem.evaluate()["loss"] == pytest.approx(float(expected), rel=1e-13)
+    hessian = dense_hessian(model, data, loss="half_sse")
+    v = torch.ones(problem.n_params, dtype=torch.float64)
+    assert float((problem.hvp(v) - hessian @ v).norm() / (hessian @ v).norm()) < 1e-10
+
+
+def test_mse_is_torch_mse_loss_and_half_sse_its_scaled_hessian() -> None:
+    """mse is nn.MSELoss (mean over all elements); half_sse's Hessian is C/2 times it for C outputs."""
+    model, data = MODELS["mlp-tanh"], tiny_data("mlp-tanh")
+    problem = make_problem(model, data, loss="mse", batch_size=9)
+    with torch.no_grad():
+        out = model.double()(data.x.double())
+    expected = torch.nn.MSELoss()(out, F.one_hot(data.y, 4).double())
+    assert problem.evaluate()["loss"] == pytest.approx(float(expected), rel=1e-13)
     hessian = dense_hessian(model, data, loss="mse")
     v = torch.ones(problem.n_params, dtype=torch.float64)
     assert float((problem.hvp(v) - hessian @ v).norm() / (hessian @ v).norm()) < 1e-10
+    half = make_problem(model, data, loss="half_sse", batch_size=9)
+    assert torch.allclose(half.hvp(v), 2.0 * problem.hvp(v), rtol=1e-12, atol=0)  # C/2 = 4/2
 
 
 def test_regression_targets_with_mse() -> None:
@@ -184,7 +199,7 @@ def test_subset_is_fixed_by_seed_and_size() -> None:
     b = problem_from_checkpoint(ckpt, device="cpu", samples=300, seed=1)
     c = problem_from_checkpoint(ckpt, device="cpu", samples=300, seed=2)
     assert a.n_samples == 300 and torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
-    with pytest.raises(LandscapeError, match="--samples"):
+    with pytest.raises(LandscapeError, match="^samples must be at least 1"):
         problem_from_checkpoint(ckpt, device="cpu", samples=0)
 
 

@@ -13,7 +13,7 @@ import warnings
 import typer
 
 from .._version import __version__
-from ..errors import LandscapeError, LandscapeWarning
+from ..errors import LandscapeError, LandscapeWarning, ParameterError, ParameterWarning
 from ..signals import Terminated
 from ..text import printable
 from . import common
@@ -111,7 +111,8 @@ _python_showwarning = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our warnings as one 'warning:' line on stderr; anything else as Python shows it."""
     if issubclass(category, LandscapeWarning):
-        typer.echo(f"warning: {printable(message, keep_newlines=False)}", err=True)
+        text = message.for_cli() if isinstance(message, ParameterWarning) else str(message)
+        typer.echo(f"warning: {printable(text, keep_newlines=False)}", err=True)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"{exc.format_message()} (see {where} --help)")
         return EXIT_BAD_INPUT
     except LandscapeError as exc:
-        _error(str(exc))
+        _error(exc.for_cli() if isinstance(exc, ParameterError) else str(exc))
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Abort):
         typer.echo("interrupted", err=True)

@@ -64,6 +64,8 @@ def check_command(
     data_arg: c.DataArgOpt = None,
     split: c.SplitOpt = None,
     loss: c.LossOpt = None,
+    ignore_index: c.IgnoreIndexOpt = -100,
+    label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
     batch_size: c.BatchSizeOpt = 2048,
     device: Annotated[
@@ -132,9 +134,9 @@ def check_command(
     validate_lanczos(chosen["tol"], 200)
     OptimizerSetting(lr=lr).validate()
     reports = [junit] if junit is not None else []
-    inputs = [*c.named_inputs(checkpoint, model, data), *([source] if source else [])]
+    inputs = [*c.named_inputs(checkpoint, model, data, c.loss_file(loss)), *([source] if source else [])]
     ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, chosen["seed"], trust_remote_code,
-                             max_memory)  # fmt: skip
+                             max_memory, loss_options=c.loss_options(ignore_index, label_smoothing))  # fmt: skip
     check_outputs(reports, inputs, overwrite)
     with claim_outputs(reports, inputs + c.recorded_inputs(ckpt), overwrite):
         scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],

@@ -89,7 +89,44 @@ LossOpt = Annotated[
     str | None,
     typer.Option(
         "--loss",
-        help="cross_entropy or mse (0.5*||f-onehot||^2 summed over outputs), when the checkpoint does not record it.",
+        help="cross_entropy, mse (PyTorch's MSELoss), half_sse (0.5 ||f - y||^2 summed over outputs), "
+        "bce_with_logits, model (the model's own .loss, as HuggingFace models compute it), or your function "
+        "as file.py:fn or pkg.module:fn, fn(output, batch) returning the batch's mean or (sum, count). "
+        "Default: what the checkpoint records.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+CurvatureOpt = Annotated[
+    str,
+    typer.Option(
+        "--curvature",
+        help="The matrix: hessian, ggn (the generalized Gauss-Newton J^T H_loss J) or fisher (the empirical "
+        "Fisher, the mean of g g^T over samples).",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+ParamsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--params",
+        help="Only the block of the matrix over the parameters whose names match these globs, comma "
+        "separated (e.g. 'layers.0.*,fc.weight'). Default: every parameter.",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+IgnoreIndexOpt = Annotated[
+    int,
+    typer.Option(
+        "--ignore-index",
+        help="cross_entropy: targets with this value count for nothing (padding).",
+        rich_help_panel=PROBLEM_PANEL,
+    ),
+]
+LabelSmoothingOpt = Annotated[
+    float,
+    typer.Option(
+        "--label-smoothing",
+        help="cross_entropy: PyTorch's label smoothing, in [0, 1).",
         rich_help_panel=PROBLEM_PANEL,
     ),
 ]
@@ -182,6 +219,7 @@ def open_checkpoint(
     seed: int = 0,
     trust_remote_code: bool = False,
     max_memory: str | None = None,
+    loss_options: dict[str, Any] | None = None,
 ) -> Checkpoint:
     """Load a checkpoint with the command line's overrides applied (and the memory limit set)."""
     from ..checkpoint import load_checkpoint
@@ -192,8 +230,7 @@ def open_checkpoint(
     for option, value in (("--model", model), ("--data", data)):
         if value is not None and not value.strip():
             raise LandscapeError(f"{option} is empty; name a built-in, a file or an entry point")
-    if loss is not None and loss not in LOSSES:
-        raise LandscapeError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
+    check_loss_name(loss)
     m_spec = model_spec(model, parse_kv(model_args, "--model-arg")) if model else None
     d_spec = data_spec(data, "train", seed, parse_kv(data_args, "--data-arg")) if data else None
     ckpt = load_checkpoint(path, model=m_spec, data=d_spec, loss=loss, trust_remote_code=trust_remote_code)
@@ -207,7 +244,28 @@ def open_checkpoint(
         ckpt.data = {**ckpt.data, "kwargs": {**ckpt.data.get("kwargs", {}), **parse_kv(data_args, "--data-arg")}}
     ckpt.spec("model")  # what is missing or untrusted is said now, before any output is checked or claimed
     ckpt.spec("data")
+    ckpt.loss_spec()
+    ckpt.loss_options = dict(loss_options or {})
     return ckpt
+
+
+def check_loss_name(loss: str | None) -> None:
+    if loss is not None and loss not in LOSSES and not is_entrypoint(loss):
+        raise LandscapeError(
+            f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}, or name a function as file.py:fn"
+        )
+
+
+def loss_options(ignore_index: int, label_smoothing: float) -> dict[str, Any]:
+    """--ignore-index and --label-smoothing as the loss's options (only what differs from the defaults)."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise LandscapeError(f"--label-smoothing must lie in [0, 1), got {label_smoothing}")
+    options: dict[str, Any] = {}
+    if ignore_index != -100:
+        options["ignore_index"] = ignore_index
+    if label_smoothing:
+        options["label_smoothing"] = label_smoothing
+    return options
 
 
 def command_line() -> list[str]:
@@ -230,6 +288,11 @@ def named_inputs(*given: Path | str | None) -> list[Path]:
             continue
         out.append(Path(text))
     return out
+
+
+def loss_file(loss: str | None) -> str | None:
+    """--loss as an input when it names a function in a file (file.py:fn), else None."""
+    return loss if loss is not None and is_entrypoint(loss) else None
 
 
 def recorded_inputs(ckpt: Checkpoint) -> list[Path]:
@@ -257,8 +320,10 @@ def described_problem(
     data_args: list[str] | None,
     loss: str | None,
     seed: int,
+    loss_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """--model/--data/--loss as `ls.load` keyword arguments (for a command that loads several checkpoints)."""
+    check_loss_name(loss)
     for option, value in (("--model", model), ("--data", data)):
         if value is not None and not value.strip():
             raise LandscapeError(f"{option} is empty; name a built-in, a file or an entry point")
@@ -272,4 +337,5 @@ def described_problem(
         "data": data,
         "data_kwargs": parse_kv(data_args, "--data-arg") or None,
         "loss": loss,
+        "loss_options": loss_options or None,
     }

@@ -43,6 +43,8 @@ def compare_command(
     data: c.DataOpt = None,
     data_arg: c.DataArgOpt = None,
     loss: c.LossOpt = None,
+    ignore_index: c.IgnoreIndexOpt = -100,
+    label_smoothing: c.LabelSmoothingOpt = 0.0,
     split: c.SplitOpt = None,
     samples: c.SamplesOpt = None,
     batch_size: c.BatchSizeOpt = 2048,
@@ -75,8 +77,10 @@ def compare_command(
 
     started = time.perf_counter()
     reports = [junit] if junit is not None else []
-    inputs = [base, new, *c.named_inputs(model, data)]
-    described = c.described_problem(model, model_arg, data, data_arg, loss, seed)
+    inputs = [base, new, *c.named_inputs(model, data, c.loss_file(loss))]
+    described = c.described_problem(
+        model, model_arg, data, data_arg, loss, seed, c.loss_options(ignore_index, label_smoothing)
+    )
     with claim_outputs(reports, inputs, overwrite), memory_limit(max_memory), progress_bar(quiet) as tracker:
         result = compare(
             base,

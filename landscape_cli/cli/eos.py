@@ -56,6 +56,8 @@ def eos_command(
     data_arg: c.DataArgOpt = None,
     split: c.SplitOpt = None,
     loss: c.LossOpt = None,
+    ignore_index: c.IgnoreIndexOpt = -100,
+    label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
     train_mode: c.TrainModeOpt = False,
     batch_size: c.BatchSizeOpt = 2048,
@@ -113,7 +115,7 @@ def eos_command(
     is_run = target.is_dir() or target.name == "train.h5"
     run_dir = target if target.is_dir() else target.parent
     path = c.results_path(out, run_dir / "eos.h5" if is_run else target.with_name(f"{target.stem}.eos.h5"))
-    inputs = c.named_inputs(target, model, data)
+    inputs = c.named_inputs(target, model, data, c.loss_file(loss))
     if is_run:
         with claim_outputs([path], inputs, overwrite):
             edges = run_edges(target, overrides)
@@ -126,7 +128,18 @@ def eos_command(
         else:
             print_eos_run(edges, summary, target.name, str(path))
     else:
-        ckpt = c.open_checkpoint(target, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+        ckpt = c.open_checkpoint(
+            target,
+            model,
+            model_arg,
+            data,
+            data_arg,
+            loss,
+            seed,
+            trust_remote_code,
+            max_memory,
+            loss_options=c.loss_options(ignore_index, label_smoothing),
+        )
         # an optimizer without a formula fails here, before the model and data are loaded
         OptimizerSetting.from_checkpoint(ckpt.optimizer).override(**overrides).rule()
         check_outputs([path], inputs, overwrite)

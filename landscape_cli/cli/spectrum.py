@@ -74,6 +74,10 @@ def spectrum_command(
     data_arg: c.DataArgOpt = None,
     split: c.SplitOpt = None,
     loss: c.LossOpt = None,
+    curvature: c.CurvatureOpt = "hessian",
+    params: c.ParamsOpt = None,
+    ignore_index: c.IgnoreIndexOpt = -100,
+    label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
     train_mode: c.TrainModeOpt = False,
     batch_size: c.BatchSizeOpt = 2048,
@@ -99,7 +103,8 @@ def spectrum_command(
     json_out: c.JsonOpt = False,
     quiet: c.QuietOpt = False,
 ) -> None:
-    """Hessian spectrum of a checkpoint: top/bottom eigenvalues by Lanczos, trace, density.
+    """Hessian spectrum of a checkpoint: top/bottom eigenvalues by Lanczos, trace, density; or of its
+    Gauss-Newton matrix or empirical Fisher (--curvature), or of a block of parameters (--params).
 
     Writes a table (or JSON) to stdout, an HDF5 file with every number and its provenance, and a
     PNG figure.
@@ -114,7 +119,7 @@ def spectrum_command(
 
     h5_path, png_path = default_outputs(checkpoint, out)
     outputs = [h5_path, png_path] if plot else [h5_path]
-    inputs = c.named_inputs(checkpoint, model, data)
+    inputs = c.named_inputs(checkpoint, model, data, c.loss_file(loss))
     options = SpectrumOptions(
         top_k=top_k,
         bottom_k=bottom_k,
@@ -128,9 +133,22 @@ def spectrum_command(
         density_sigma=density_sigma,
         save_eigenvectors=save_eigenvectors,
         seed=seed,
+        curvature=curvature,
+        params=params,
     )
     options.validate()  # before any loading: a typo in an option should not cost the model's load time
-    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+    ckpt = c.open_checkpoint(
+        checkpoint,
+        model,
+        model_arg,
+        data,
+        data_arg,
+        loss,
+        seed,
+        trust_remote_code,
+        max_memory,
+        loss_options=c.loss_options(ignore_index, label_smoothing),
+    )
     check_outputs(outputs, inputs, overwrite)
     if split is not None and ckpt.data is not None:
         ckpt.data = {**ckpt.data, "split": split}  # the provenance names the split that was used
@@ -146,7 +164,6 @@ def spectrum_command(
             hvp=hvp,
             seed=seed,
         )
-        options.validate(problem.n_params)
         with progress_bar(quiet) as tracker:
             result = compute_spectrum(problem, options, tracker)
         written = {"results": str(h5_path)}

@@ -105,6 +105,8 @@ def surface_command(
     data: c.DataOpt = None,
     data_arg: c.DataArgOpt = None,
     loss: c.LossOpt = None,
+    ignore_index: c.IgnoreIndexOpt = -100,
+    label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
     train_mode: c.TrainModeOpt = False,
     batch_size: c.BatchSizeOpt = 2048,
@@ -162,7 +164,7 @@ def surface_command(
     spec, _, _ = options.validate()  # a typo should not cost the model's load time
     path = default_output(checkpoint, out, options.dims)
     header, journal = partial_paths(path)
-    inputs = [*c.named_inputs(checkpoint, model, data), *spec.paths]
+    inputs = [*c.named_inputs(checkpoint, model, data, c.loss_file(loss)), *spec.paths]
     if resume:
         if path.exists() and not overwrite:
             raise LandscapeError(f"{path} exists; pass --overwrite as well to replace it when the sweep finishes")
@@ -170,7 +172,18 @@ def surface_command(
         raise LandscapeError(
             f"a stopped sweep left {header}; pass --resume to continue it or --overwrite to start over"
         )
-    ckpt = c.open_checkpoint(checkpoint, model, model_arg, data, data_arg, loss, seed, trust_remote_code, max_memory)
+    ckpt = c.open_checkpoint(
+        checkpoint,
+        model,
+        model_arg,
+        data,
+        data_arg,
+        loss,
+        seed,
+        trust_remote_code,
+        max_memory,
+        loss_options=c.loss_options(ignore_index, label_smoothing),
+    )
     check_outputs([path], inputs, overwrite or resume)
     check_partial_files(path, inputs)
     splits = _splits(split, ckpt.data)

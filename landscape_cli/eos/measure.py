@@ -62,6 +62,8 @@ def adam_preconditioner(optimizer_state: dict[str, Any] | None, problem: Problem
 
 def micro_batch_grad_norms(problem: Problem, m: int, seed: int) -> list[float]:
     """Gradient norms of the m micro-batches (a seeded permutation of the samples cut in m parts)."""
+    if not problem.in_memory:
+        raise LandscapeError("mSAM's edge needs its micro-batches cut from data in memory, not streamed batches")
     if m < 1 or m > problem.n_samples:
         raise LandscapeError(f"--micro-batches must be between 1 and the {problem.n_samples} samples, got {m}")
     order = torch.randperm(problem.n_samples, generator=torch.Generator().manual_seed(seed))

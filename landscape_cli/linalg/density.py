@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from .process import LanczosProcess, Matvec, random_vector
+from .process import LanczosProcess, Matvec, dims_of, random_vector
 
 
 @dataclass
@@ -36,15 +36,15 @@ class DensityResult:
 
 def slq_density(
     matvec: Matvec,
-    n: int,
+    n: int | None = None,
     *,
     runs: int = 5,
     steps: int = 80,
     sigma: float | None = None,
     grid_points: int = 1000,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
     on_matvec: Callable[[int], None] | None = None,
 ) -> DensityResult:
     """Gaussian-broadened spectral density from `runs` Rademacher starts of `steps` steps each.
@@ -52,6 +52,7 @@ def slq_density(
     `sigma` defaults to 1% of the spread of the nodes; the grid extends 5 sigma beyond them so
     that the density integrates to 1.
     """
+    n, device, dtype = dims_of(matvec, n, device, dtype)
     if runs < 1 or steps < 1:
         raise ValueError("density needs at least one run of at least one step")
     generator = torch.Generator().manual_seed(seed)

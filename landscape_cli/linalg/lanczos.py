@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from .process import LanczosProcess, Matvec, random_vector
+from .process import LanczosProcess, Matvec, dims_of, random_vector
 
 #: Eigenvalues below this fraction of the largest |Ritz value| are judged on an absolute scale.
 RELATIVE_FLOOR = 1e-3
@@ -66,15 +66,15 @@ def _select(theta: np.ndarray, idx: np.ndarray, residual: np.ndarray, error: np.
 
 def lanczos_extremal(
     matvec: Matvec,
-    n: int,
+    n: int | None = None,
     *,
     top_k: int = 5,
     bottom_k: int = 0,
     tol: float = 1e-4,
     max_iter: int = 200,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
     want_vectors: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> LanczosResult:
@@ -85,6 +85,7 @@ def lanczos_extremal(
     matvecs, or when the Krylov space is the whole space. An eigenvalue of multiplicity m > 1 is
     seen once: a single Krylov sequence only reaches one direction of its eigenspace.
     """
+    n, device, dtype = dims_of(matvec, n, device, dtype)
     if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
         raise ValueError("ask for at least one eigenvalue")
     if top_k + bottom_k > n:

@@ -15,6 +15,21 @@ import torch
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
 
+def dims_of(
+    matvec: Matvec, n: int | None, device: torch.device | str | None, dtype: torch.dtype | None
+) -> tuple[int, torch.device | str, torch.dtype]:
+    """Size, device and dtype of the operator: as given, else from a linear operator (`shape`, `device`,
+    `dtype`, as a CurvatureOperator has), else the CPU in float32."""
+    if n is None:
+        shape = getattr(matvec, "shape", None)
+        if shape is None:
+            raise ValueError("give n, the operator's size, or an operator with a shape")
+        n = int(shape[0])
+    device = device if device is not None else getattr(matvec, "device", "cpu")
+    dtype = dtype if dtype is not None else getattr(matvec, "dtype", torch.float32)
+    return n, device, dtype
+
+
 def random_vector(n: int, generator: torch.Generator, kind: str = "gaussian") -> torch.Tensor:
     """Seeded on the CPU so that the same seed gives the same vector on every device."""
     if kind == "rademacher":

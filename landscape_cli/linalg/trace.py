@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .process import Matvec, random_vector
+from .process import Matvec, dims_of, random_vector
 
 
 @dataclass
@@ -23,12 +23,12 @@ class TraceResult:
 
 def hutchpp_trace(
     matvec: Matvec,
-    n: int,
+    n: int | None = None,
     *,
     matvecs: int = 90,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
     on_matvec: Callable[[int], None] | None = None,
 ) -> TraceResult:
     """tr(A) with `matvecs` products: a third sketch the range, a third take tr(Q^T A Q) exactly,
@@ -38,6 +38,7 @@ def hutchpp_trace(
     O(1/eps^2) products for relative error eps on Hessians whose trace is carried by few
     eigenvalues.
     """
+    n, device, dtype = dims_of(matvec, n, device, dtype)
     if matvecs < 6:
         raise ValueError("Hutch++ needs at least 6 matvecs (two probes per third)")
     s = matvecs // 3

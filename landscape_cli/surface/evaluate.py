@@ -11,13 +11,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..problem import Problem, loss_and_correct_sums
+from ..batches import Batch
+from ..errors import LandscapeError
+from ..losses import FunctionLoss, ModelLoss, logits_of
+from ..problem import Problem
 from .directions import Direction
 from .first_layer import FirstLayerCache
 
@@ -53,7 +57,7 @@ class PointEvaluator:
         self._batched: tuple[nn.Module, FirstLayerCache | None] | None = None
         self.batched_ok = not (
             p.train_mode and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in p.model.modules())
-        )
+        ) and not isinstance(p.loss, FunctionLoss | ModelLoss)  # their losses read one output at a time
 
     # -- the points ----------------------------------------------------------------------------
     def thetas(self, coeffs: torch.Tensor) -> torch.Tensor:
@@ -91,50 +95,37 @@ class PointEvaluator:
 
     @torch.no_grad()
     def evaluate_loop(self, coefficients: np.ndarray) -> np.ndarray:
-        """(P, len(metrics)) values, one full pass over the data per point.
+        """(P, len(metrics)) values, one forward pass per point and batch.
 
-        The outputs of a few points are kept and their losses computed together: the loss's small
-        kernels cost a third of the digits MLP's forward pass when run point by point."""
+        Batches are the outer loop, so streamed data is read once for the whole block of points. The
+        outputs of a few points are kept and their losses computed together: the loss's small kernels
+        cost a third of the digits MLP's forward pass when run point by point."""
         p = self.problem
         model, flat = self._inplace_model()
         coeffs = self._coeffs(coefficients)
         thetas = self.thetas(coeffs)
         moving = {name: model.get_buffer(name) for name in self.buffer_deltas}
         buffers = self.buffers_at(coeffs) if moving else {}
-        loss_sums = torch.zeros(len(coeffs), dtype=torch.float64, device=p.device)
-        correct = torch.zeros(len(coeffs), dtype=torch.long, device=p.device)
-        held: list[list[torch.Tensor]] = [[] for _ in p.chunks]  # outputs of points start..i, per chunk
-        held_bytes, start = 0, 0
-        for i in range(len(coeffs)):
-            flat.copy_(thetas[i])
+        totals = _Totals(len(coeffs), p.device)
+        for index, batch in p.batches():
             if self.first_layer is not None:
-                self.first_layer.coefficients = [float(c) for c in coefficients[i]]
-            for name, buffer in moving.items():
-                buffer.copy_(buffers[name][i])
-            for index, chunk in enumerate(p.chunks):
+                self.first_layer.chunk = index
+            held: list[Any] = []
+            held_bytes, start = 0, 0
+            for i in range(len(coeffs)):
+                flat.copy_(thetas[i])
                 if self.first_layer is not None:
-                    self.first_layer.chunk = index
+                    self.first_layer.coefficients = [float(c) for c in coefficients[i]]
+                for name, buffer in moving.items():
+                    buffer.copy_(buffers[name][i])
                 with p.chunk_context(index):
-                    output = model(p.x[chunk])
-                held[index].append(output)
-                held_bytes += output.numel() * output.element_size()
-            if held_bytes > HELD_OUTPUT_BYTES or i == len(coeffs) - 1:
-                for index, chunk in enumerate(p.chunks):
-                    chunk_loss, chunk_correct = loss_and_correct_sums(torch.stack(held[index]), p.y[chunk], p.loss_name)
-                    loss_sums[start : i + 1] += chunk_loss
-                    if chunk_correct is not None:
-                        correct[start : i + 1] += chunk_correct
-                    held[index].clear()
-                held_bytes, start = 0, i + 1
-        return self._values(loss_sums, correct)
-
-    def _values(self, loss_sums: torch.Tensor, correct: torch.Tensor) -> np.ndarray:
-        p = self.problem
-        out = np.empty((len(loss_sums), len(self.metrics)))
-        out[:, 0] = (loss_sums / p.n_samples).cpu().numpy()
-        if p.is_classification:
-            out[:, 1] = (100.0 * correct.double() / p.n_samples).cpu().numpy()
-        return out
+                    output = p.output(model, batch)
+                held.append(output)
+                held_bytes += _nbytes(output)
+                if held_bytes > HELD_OUTPUT_BYTES or i == len(coeffs) - 1:
+                    totals.add(p, slice(start, i + 1), held, batch)
+                    held, held_bytes, start = [], 0, i + 1
+        return totals.values(self.metrics)
 
     # -- many points per pass -----------------------------------------------------------------------
     def _batched_model(self) -> tuple[nn.Module, FirstLayerCache | None]:
@@ -152,7 +143,7 @@ class PointEvaluator:
 
     @torch.no_grad()
     def evaluate_batched(self, coefficients: np.ndarray) -> np.ndarray:
-        """(P, len(metrics)) values; each chunk of data goes through the model once for all P points."""
+        """(P, len(metrics)) values; each batch of data goes through the model once for all P points."""
         p = self.problem
         coeffs = self._coeffs(coefficients)
         size = len(coeffs)
@@ -164,23 +155,19 @@ class PointEvaluator:
         buffers = self.buffers_at(coeffs)
         model, cache = self._batched_model()
 
-        def forward(point_params: dict, point_buffers: dict, first: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        def forward(point_params: dict, point_buffers: dict, first: torch.Tensor, args: tuple, kwargs: dict) -> Any:
             if cache is not None:
                 cache.serve = first  # this point's first-layer output, computed outside vmap
-            return functional_call(model, (point_params, point_buffers), (x,))
+            return logits_of(functional_call(model, (point_params, point_buffers), args, kwargs))
 
-        batched_forward = vmap(forward, in_dims=(0, 0, 0, None), randomness="same")
-        loss_sums = torch.zeros(size, dtype=torch.float64, device=p.device)
-        correct = torch.zeros(size, dtype=torch.long, device=p.device)
-        for index, chunk in enumerate(p.chunks):
+        batched_forward = vmap(forward, in_dims=(0, 0, 0, None, None), randomness="same")
+        totals = _Totals(size, p.device)
+        for index, batch in p.batches():
             first = cache.block(index, coeffs) if cache is not None else torch.zeros(size, device=p.device)
             with p.chunk_context(index):
-                logits = batched_forward(params, buffers, first, p.x[chunk])
-                chunk_loss, chunk_correct = loss_and_correct_sums(logits, p.y[chunk], p.loss_name)
-            loss_sums += chunk_loss
-            if chunk_correct is not None:
-                correct += chunk_correct
-        return self._values(loss_sums, correct)
+                outputs = batched_forward(params, buffers, first, batch.args, batch.kwargs)
+                totals.add(p, slice(0, size), outputs, batch)
+        return totals.values(self.metrics)
 
     def bytes_per_point(self) -> int:
         """Memory one point adds to a batched pass: its parameters and the activations of one chunk
@@ -195,14 +182,60 @@ class PointEvaluator:
 
         leaves = [m for m in p.model.modules() if not list(m.children())]
         handles = [m.register_forward_hook(count) for m in leaves]
+        probe = p.first_batch(8)
         try:
             with torch.no_grad(), p.chunk_context(0):
-                p.model(p.x[: min(8, p.n_samples)])
+                p.output(p.model, probe)
         finally:
             for h in handles:
                 h.remove()
-        per_sample = total / min(8, p.n_samples)
+        per_sample = total / probe.size
         return int(per_sample * p.batch_size + p.n_params * p.w.element_size() * 2)
+
+
+class _Totals:
+    """Loss sums, counts and correct predictions of P points, accumulated over batches. Counts (targets or
+    samples) do not depend on the point, so a batch's are taken from the block that starts at point 0."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.loss_sums = torch.zeros(size, dtype=torch.float64, device=device)
+        self.correct = torch.zeros(size, dtype=torch.long, device=device)
+        self.count = 0.0
+        self.judged = 0
+
+    def add(self, problem: Problem, points: slice, outputs: list[Any] | torch.Tensor, batch: Batch) -> None:
+        """The losses of a block of points' outputs on one batch (a stacked tensor or a list)."""
+        loss = problem.loss
+        if isinstance(outputs, list) and all(isinstance(o, torch.Tensor) for o in outputs):
+            outputs = torch.stack(outputs)
+        if isinstance(outputs, torch.Tensor) and not isinstance(loss, FunctionLoss | ModelLoss):
+            sums, count = loss.many(outputs, batch)
+            scores = outputs
+        else:
+            pairs = [loss.sum_and_count(o, batch) for o in outputs]
+            sums, count = torch.stack([total for total, _ in pairs]), pairs[0][1]
+            scores = torch.stack([logits_of(o) for o in outputs])
+        self.loss_sums[points] += sums
+        hits = loss.correct(scores, batch) if problem.is_classification else None
+        if hits is not None:
+            self.correct[points] += hits[0]
+        if points.start == 0:
+            self.count += float(count)
+            self.judged += int(hits[1]) if hits is not None else 0
+
+    def values(self, metrics: tuple[str, ...]) -> np.ndarray:
+        out = np.empty((len(self.loss_sums), len(metrics)))
+        if not self.count > 0:
+            raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
+        out[:, 0] = (self.loss_sums / self.count).cpu().numpy()
+        if "accuracy" in metrics:
+            out[:, 1] = (100.0 * self.correct.double() / max(self.judged, 1)).cpu().numpy()
+        return out
+
+
+def _nbytes(output: Any) -> int:
+    tensor = logits_of(output)
+    return tensor.numel() * tensor.element_size()
 
 
 def memory_budget(device: torch.device) -> int:

@@ -52,6 +52,8 @@ class FirstLayerCache:
     ) -> FirstLayerCache | None:
         """Cache `model`'s first layer if it is a Linear/Conv layer fed by the data itself, called once
         per forward pass, and its outputs for every chunk fit in `budget_bytes`; else None."""
+        if not problem.in_memory:  # streamed batches: their outputs per batch would not stay small
+            return None
         module = _first_layer(model, problem)
         if module is None:
             return None

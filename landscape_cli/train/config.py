@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..choices import BASES, OPTIMIZERS, SCHEDULES
+from ..choices import BASES, OPTIMIZERS, SCHEDULES, TRAIN_LOSSES
 from ..errors import LandscapeError
 from .optimizers import ASCENTS
 
@@ -60,7 +60,7 @@ class TrainConfig:
         checks = [
             (self.opt in OPTIMIZERS, f"unknown optimizer '{self.opt}'; choose one of {', '.join(OPTIMIZERS)}"),
             (self.base in BASES, f"unknown base optimizer '{self.base}'; choose one of {', '.join(BASES)}"),
-            (self.loss in ("cross_entropy", "mse"), f"unknown loss '{self.loss}'; choose cross_entropy or mse"),
+            (self.loss in TRAIN_LOSSES, f"unknown loss '{self.loss}'; choose one of {', '.join(TRAIN_LOSSES)}"),
             (0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (

@@ -204,6 +204,8 @@ class Run:
     def restore(self, ckpt: Checkpoint) -> None:
         state = ckpt.train_state or {}
         saved = dict(state.get("config") or {})
+        if (ckpt.format_version or 0) < 2 and saved.get("loss") == "mse":
+            saved["loss"] = "half_sse"  # what format 1 meant by mse
         mine = self.config.to_dict()
         differing = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
         if differing:

@@ -208,6 +208,30 @@ def describe_data(spec: dict[str, Any]) -> str:
     return f"{source}[{spec.get('split', 'train')}{extra}]"
 
 
+def load_source(spec: dict[str, Any]) -> Dataset | Any:
+    """What an analysis reads: tensors in memory as a `Dataset`, or what a data entry point returns that is
+    better streamed (a torch Dataset, IterableDataset, DataLoader or iterable of batches, or integer
+    inputs such as token ids), for `sources.as_source`."""
+    if "entrypoint" in spec:
+        kwargs = dict(spec.get("kwargs") or {})
+        if "limit" not in kwargs:
+            out = _call_entrypoint(spec["entrypoint"], spec.get("split", "train"), kwargs)
+            if _streamable(out):
+                return out
+            return _dataset_from(out, spec["entrypoint"])
+    return load_data(spec)
+
+
+def _streamable(out: Any) -> bool:
+    if isinstance(out, torch.utils.data.Dataset | torch.utils.data.DataLoader):
+        return True
+    if isinstance(out, tuple | list) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out):
+        return not out[0].is_floating_point()  # token ids keep their dtype
+    if isinstance(out, tuple | list | dict | str | bytes | np.ndarray):
+        return isinstance(out, list) and bool(out) and not isinstance(out[0], torch.Tensor | np.ndarray)
+    return hasattr(out, "__iter__")
+
+
 def load_data(spec: dict[str, Any]) -> Dataset:
     """Materialize the dataset a spec describes as tensors (float inputs, long or float targets)."""
     split = spec.get("split", "train")
@@ -281,6 +305,10 @@ def _load_file(path: Path, split: str) -> Dataset:
 
 
 def _load_entrypoint(spec: str, split: str, kwargs: dict[str, Any]) -> Dataset:
+    return _dataset_from(_call_entrypoint(spec, split, kwargs), spec)
+
+
+def _call_entrypoint(spec: str, split: str, kwargs: dict[str, Any]) -> Any:
     fn = resolve_entrypoint(spec)
     try:
         if "split" in inspect.signature(fn).parameters:
@@ -291,6 +319,10 @@ def _load_entrypoint(spec: str, split: str, kwargs: dict[str, Any]) -> Dataset:
         out = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - the user's function failed
         raise LandscapeError(f"data entry point '{spec}' failed: {type(exc).__name__}: {exc}") from exc
+    return out
+
+
+def _dataset_from(out: Any, spec: str) -> Dataset:
     if isinstance(out, dict) and "x" in out and "y" in out:
         return _as_dataset(out["x"], out["y"], spec)
     if isinstance(out, tuple | list) and len(out) == 2:

@@ -1,0 +1,136 @@
+"""One batch as the model and the loss see it, whatever shape the user's data gives it.
+
+A batch is a tensor pair ``(x, y)``, a tuple ``(x, y, ...)``, a dict of tensors (HuggingFace style:
+``input_ids``, ``attention_mask``, ``labels``) or a lone tensor of inputs. `Batch` separates what the
+model is called with from the targets, keeps the user's structure for their own loss, and moves to a
+device keeping integer dtypes (token ids stay int64): only floating tensors follow the working dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import LandscapeError
+
+#: The key of the targets in a dict batch (HuggingFace's name).
+LABELS = "labels"
+
+
+@dataclass
+class Batch:
+    """What one batch passes to the model (`args`, `kwargs`), its targets, its size, and the structure the
+    user gave it (`raw`, on the same device), which a user's loss function receives."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    target: torch.Tensor | None
+    size: int
+    raw: Any
+
+    def call(self, model: Any, with_labels: bool = False) -> Any:
+        """The model's output on this batch; HF models compute their own loss when given the labels."""
+        if with_labels and self.target is not None and not self.args:
+            return model(**self.kwargs, **{LABELS: self.target})
+        return model(*self.args, **self.kwargs)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Batch:
+        return as_batch(move(self.raw, device, dtype))
+
+
+def move(structure: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """The structure on `device`; floating tensors in `dtype`, other dtypes kept."""
+    if isinstance(structure, torch.Tensor):
+        if structure.is_floating_point():
+            return structure.to(device=device, dtype=dtype, non_blocking=True)
+        return structure.to(device=device, non_blocking=True)
+    if isinstance(structure, Mapping):
+        return {k: move(v, device, dtype) for k, v in structure.items()}
+    if isinstance(structure, list):
+        return [move(v, device, dtype) for v in structure]
+    if isinstance(structure, tuple):
+        return tuple(move(v, device, dtype) for v in structure)
+    return structure
+
+
+def as_batch(structure: Any) -> Batch:
+    """Read a batch: `(x, y, ...)` calls model(x) with targets y; a dict calls model(**dict) with its 'labels'
+    as targets; a lone tensor calls model(x) without targets."""
+    if isinstance(structure, torch.Tensor):
+        return Batch((structure,), {}, None, _leading(structure), structure)
+    if isinstance(structure, Mapping):
+        kwargs = {k: v for k, v in structure.items() if k != LABELS}
+        tensors = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+        if not tensors:
+            raise LandscapeError(f"a dict batch needs tensors besides '{LABELS}'; it has keys {', '.join(structure)}")
+        target = structure.get(LABELS)
+        if target is not None and not isinstance(target, torch.Tensor):
+            raise LandscapeError(f"the batch's '{LABELS}' is a {type(target).__name__}, not a tensor")
+        return Batch((), kwargs, target, _leading(tensors[0]), structure)
+    if isinstance(structure, tuple | list) and structure:
+        x = structure[0]
+        if not isinstance(x, torch.Tensor):
+            raise LandscapeError(f"a batch's first element must be a tensor of inputs, got {type(x).__name__}")
+        target = structure[1] if len(structure) > 1 else None
+        if target is not None and not isinstance(target, torch.Tensor):
+            raise LandscapeError(f"a batch's second element must be a tensor of targets, got {type(target).__name__}")
+        if target is not None and target.dim() > 0 and target.shape[0] != x.shape[0]:
+            raise LandscapeError(f"a batch has {x.shape[0]} inputs but {target.shape[0]} targets")
+        return Batch((x,), {}, target, _leading(x), structure)
+    raise LandscapeError(
+        f"cannot read a batch of type {type(structure).__name__}; give (inputs, targets), a dict of tensors or a tensor"
+    )
+
+
+def _leading(tensor: torch.Tensor) -> int:
+    if tensor.dim() == 0:
+        raise LandscapeError("a batch's inputs must have a leading batch dimension, got a scalar")
+    return int(tensor.shape[0])
+
+
+def batch_size_of(structure: Any) -> int:
+    return as_batch(structure).size
+
+
+def take(structure: Any, n: int) -> Any:
+    """The first `n` samples of a batch (every tensor with the batch's leading size is cut)."""
+    size = batch_size_of(structure)
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value[:n] if value.dim() > 0 and value.shape[0] == size else value
+        if isinstance(value, Mapping):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(cut(v) for v in value)
+        return value
+
+    return cut(structure)
+
+
+def nbytes(structure: Any) -> int:
+    if isinstance(structure, torch.Tensor):
+        return structure.numel() * structure.element_size()
+    if isinstance(structure, Mapping):
+        return sum(nbytes(v) for v in structure.values())
+    if isinstance(structure, tuple | list):
+        return sum(nbytes(v) for v in structure)
+    return 0
+
+
+def fingerprint(structure: Any) -> tuple:
+    """A cheap identity of a batch's contents (shapes and a few sums), to notice data that changes between
+    passes (a shuffling DataLoader)."""
+    if isinstance(structure, torch.Tensor):
+        flat = structure.detach().reshape(-1)
+        return (tuple(structure.shape), float(flat[:4096].double().sum()) if flat.numel() else 0.0)
+    if isinstance(structure, Mapping):
+        return tuple((k, fingerprint(v)) for k, v in structure.items())
+    if isinstance(structure, tuple | list):
+        return tuple(fingerprint(v) for v in structure)
+    return ()
