@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._lazy import lazy_exports
 from ._version import __version__
-from .errors import LandscapeError
+from .errors import LandscapeError, LandscapeWarning
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -63,4 +63,4 @@ _EXPORTS = {
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["LandscapeError", "__version__", *_EXPORTS]
+__all__ = ["LandscapeError", "LandscapeWarning", "__version__", *_EXPORTS]

@@ -38,9 +38,10 @@ from .check.compare import (
 from .check.gates import KINDS, GateResult, validate_limits
 from .check.run import run_checks
 from .checkpoint import LOSSES, Checkpoint, load_checkpoint
+from .choices import CURVATURES
 from .eos.measure import EosResult, measure_checkpoint
 from .eos.setting import OptimizerSetting
-from .errors import LandscapeError
+from .errors import LandscapeError, ParameterError
 from .limits import memory_limit
 from .losses import Loss
 from .operators import CurvatureOperator
@@ -219,10 +220,14 @@ class Landscape:
         tracker: Tracker | None = None,
         surface_dirs: str = "random",
         surface_out: Path | None = None,
+        curvature: str = "hessian",
+        params: str | None = None,
         **setting: Any,
     ) -> CheckResult:
         """The gates of `landscape check`, each measurement made once; deterministic given the seed.
-        Keywords beyond the gates set the optimizer for the eos gate, as in `eos`."""
+        `curvature` (hessian, ggn, fisher) and `params` (glob patterns of a parameter block) choose the matrix
+        of the eigenvalue and trace gates. Keywords beyond the gates set the optimizer for the eos gate, as
+        in `eos`."""
         limits = validate_limits(
             {
                 "max_top_eig": max_top_eig,
@@ -235,9 +240,13 @@ class Landscape:
         if not 0 < radius < math.inf:
             raise LandscapeError(f"--radius must be positive and finite, got {radius}")
         validate_lanczos(tol, 200)
-        return self._judge(limits, radius, tol, self._seed(seed), tracker, surface_dirs, surface_out, setting)
+        if curvature not in CURVATURES:
+            raise ParameterError("curvature", f"'{curvature}' is not one of {', '.join(CURVATURES)}")
+        return self._judge(limits, radius, tol, self._seed(seed), tracker, surface_dirs, surface_out, setting,
+                           curvature, params)  # fmt: skip
 
-    def _judge(self, limits, radius, tol, seed, tracker, surface_dirs, surface_out, setting) -> CheckResult:
+    def _judge(self, limits, radius, tol, seed, tracker, surface_dirs, surface_out, setting, curvature="hessian",
+               params=None) -> CheckResult:  # fmt: skip
         """`check` on validated limits (what `compare` calls, with limits that always pass)."""
         optimizer = self._setting(setting) if "max_eos_ratio" in limits else None
         gates, measured = run_checks(
@@ -252,6 +261,8 @@ class Landscape:
             tracker=tracker,
             surface_dirs=surface_dirs,
             surface_out=surface_out,
+            curvature=curvature,
+            params=params,
         )
         return CheckResult(gates, measured)
 
@@ -516,6 +527,8 @@ def compare(
     seed: int = 0,
     tracker: Tracker | None = None,
     force: bool = False,
+    curvature: str = "hessian",
+    params: str | None = None,
     **load_options: Any,
 ) -> CompareResult:
     """Compare two models (Landscapes or checkpoint paths, measured alike: the same data options and seed,
@@ -523,7 +536,8 @@ def compare(
     kind). `what`: top, bottom, trace, eos, surface (default top,surface for models, what the files hold
     otherwise). `max_increase`: 0.1 or '10%', how much sharper NEW may be. Two files measured with other
     settings (data, sample count, loss, mode, curvature; a surface's dimension, radius or directions) are
-    refused unless `force`, which compares them with a warning. `load_options` go to `load`."""
+    refused unless `force`, which compares them with a warning. `curvature` and `params` choose the matrix
+    (as in `check`) when comparing models. `load_options` go to `load`."""
     limit = parse_increase(max_increase)
     warnings: list[str] = []
     names = (what if isinstance(what, str) else ",".join(what)) if what is not None else None
@@ -540,10 +554,12 @@ def compare(
         base_scape = base if isinstance(base, Landscape) else load(base, seed=seed, **load_options)
         with tempfile.TemporaryDirectory() as tmp:
             surface = Path(tmp) / "base_surface.h5"  # NEW is swept on BASE's directions
-            base_values, quantities = _measure(base_scape, measures, radius, tol, seed, tracker, "random", surface)
+            matrix = (curvature, params)
+            base_values, quantities = _measure(base_scape, measures, radius, tol, seed, tracker, "random", surface,
+                                               matrix)  # fmt: skip
             del base_scape
             new_scape = new if isinstance(new, Landscape) else load(new, seed=seed, **load_options)
-            new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None)
+            new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None, matrix)
     else:
         measures = parse_measures(names) if names is not None else default_measures_of_files(Path(base))
         base_kind, base_values, quantities, base_settings = measures_of_file(Path(base), measures)
@@ -571,10 +587,10 @@ def _name(item: Landscape | str | Path) -> str:
     return Path(item).name
 
 
-def _measure(scape, measures, radius, tol, seed, tracker, dirs, out) -> tuple[dict[str, float], dict[str, str]]:
+def _measure(scape, measures, radius, tol, seed, tracker, dirs, out, matrix) -> tuple[dict[str, float], dict[str, str]]:
     """The requested measurements, through the gates of `check` with limits that always pass."""
     limits = {MEASURES[m][0]: (float("inf") if MEASURES[m][1] else float("-inf")) for m in measures}
-    by_gate = {g.name: g for g in scape._judge(limits, radius, tol, seed, tracker, dirs, out, {}).gates}
+    by_gate = {g.name: g for g in scape._judge(limits, radius, tol, seed, tracker, dirs, out, {}, *matrix).gates}
     values = {m: by_gate[MEASURES[m][0]].value for m in measures}
     quantities = {m: by_gate[MEASURES[m][0]].quantity for m in measures}
     return values, quantities

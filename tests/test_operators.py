@@ -352,3 +352,64 @@ def test_problem_batches_stream_one_at_a_time() -> None:
     reads.clear()
     sizes = [batch.size for _, batch in problem.batches()]
     assert sizes == [4, 4, 2] and reads == list(range(10))
+
+
+# -- finite differences -------------------------------------------------------------------------------------
+
+
+class OnceDifferentiableTanh(torch.autograd.Function):
+    """tanh whose backward cannot itself be differentiated and which has no forward-mode rule, as fused
+    attention kernels are: neither exact HVP method works through it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class Fused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(OnceDifferentiableTanh.apply(self.a(x)))
+
+
+class Plain(Fused):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-8), ("float32", 1e-3)])
+def test_finite_differences_agree_with_exact_hvps(dtype, tolerance) -> None:
+    x, y = classification((4,), n=40)
+    exact = ls.hessian(Plain(), (x, y), device="cpu", dtype=dtype, hvp="double-backward")
+    approx = ls.hessian(Plain(), (x, y), device="cpu", dtype=dtype, hvp="finite-difference", batch_size=16)
+    v = torch.randn(exact.size, generator=torch.Generator().manual_seed(0), dtype=exact.dtype)
+    assert relative(approx @ v, exact @ v) < tolerance
+    top_exact = ls.lanczos_extremal(exact, top_k=2, tol=1e-6, max_iter=exact.size).top.values
+    top_approx = ls.lanczos_extremal(approx, top_k=2, tol=1e-6, max_iter=exact.size).top.values
+    assert np.allclose(top_approx, top_exact, rtol=tolerance)
+
+
+def test_auto_falls_back_to_finite_differences_with_a_warning() -> None:
+    x, y = classification((4,), n=40)
+    with pytest.warns(ls.LandscapeWarning, match="neither exact HVP method.*finite differences"):
+        fused = ls.hessian(Fused(), (x, y), device="cpu", dtype="float64")
+        v = torch.randn(fused.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        approx = fused @ v
+    assert fused.problem.hvp_method == "finite-difference"
+    exact = ls.hessian(Plain(), (x, y), device="cpu", dtype="float64") @ v
+    assert relative(approx, exact) < 1e-8
+    scape = ls.wrap(Fused(), (x, y), device="cpu", dtype="float64")
+    gate = scape.check(max_top_eig=1e9)  # a gate picks the first method that works, without timing
+    assert scape.problem.first_working_method() == "finite-difference" and gate.passed

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import LandscapeError
 
 #: Keys a config file may set, beyond the gates themselves.
-SETTINGS = ("radius", "samples", "seed", "split", "tol", "device", "dtype")
+SETTINGS = ("radius", "samples", "seed", "split", "tol", "device", "dtype", "curvature", "params")
 #: The types each key takes (gates: numbers).
 SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "radius": (int, float),
@@ -20,6 +20,8 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "split": (str,),
     "device": (str,),
     "dtype": (str,),
+    "curvature": (str,),
+    "params": (str,),
 }
 
 

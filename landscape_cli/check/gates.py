@@ -40,14 +40,16 @@ class GateResult:
         return asdict(self)
 
 
-def judge(name: str, value: float, limit: float, uncertainty: float | None, uncertainty_kind: str) -> GateResult:
+def judge(
+    name: str, value: float, limit: float, uncertainty: float | None, uncertainty_kind: str, matrix: str = "Hessian"
+) -> GateResult:
+    """`matrix` names what the eigenvalue and trace gates measured (Hessian, Gauss-Newton, ...)."""
     kind = KINDS[name]
     passed = value <= limit if kind.bound == "max" else value >= limit
     if value != value:  # NaN never passes
         passed = False
-    return GateResult(
-        name, kind.quantity, float(value), float(limit), kind.bound, uncertainty, uncertainty_kind, passed
-    )
+    quantity = kind.quantity.replace("Hessian", matrix)
+    return GateResult(name, quantity, float(value), float(limit), kind.bound, uncertainty, uncertainty_kind, passed)
 
 
 def validate_limits(limits: dict[str, float | None]) -> dict[str, float]:

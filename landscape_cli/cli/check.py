@@ -64,6 +64,16 @@ def check_command(
     data_arg: c.DataArgOpt = None,
     split: c.SplitOpt = None,
     loss: c.LossOpt = None,
+    curvature: Annotated[
+        str | None,
+        typer.Option(
+            "--curvature",
+            help="Matrix of the eigenvalue and trace gates: hessian (default), ggn or fisher. The eos gate "
+            "always measures the Hessian.",
+            rich_help_panel=c.PROBLEM_PANEL,
+        ),
+    ] = None,
+    params: c.ParamsOpt = None,
     ignore_index: c.IgnoreIndexOpt = -100,
     label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
@@ -104,6 +114,7 @@ def check_command(
     from ..check.config import load_config
     from ..check.gates import KINDS, validate_limits
     from ..check.junit import gate_cases, write_junit
+    from ..choices import CURVATURES
     from ..eos.setting import OptimizerSetting
     from ..progress import progress_bar
     from ..report import print_checks
@@ -128,7 +139,11 @@ def check_command(
         "tol": _pick(tol, settings, "tol", 1e-4),
         "device": _pick(device, settings, "device", "auto"),
         "dtype": _pick(dtype, settings, "dtype", "float32"),
+        "curvature": _pick(curvature, settings, "curvature", "hessian"),
+        "params": _pick(params, settings, "params", None),
     }
+    if chosen["curvature"] not in CURVATURES:
+        raise LandscapeError(f"unknown --curvature '{chosen['curvature']}'; choose one of {', '.join(CURVATURES)}")
     if not 0 < chosen["radius"] < math.inf:
         raise LandscapeError(f"--radius must be positive and finite, got {chosen['radius']}")
     validate_lanczos(chosen["tol"], 200)
@@ -142,7 +157,8 @@ def check_command(
         scape = landscape_of(ckpt, chosen["split"], chosen["samples"], batch_size, chosen["device"], chosen["dtype"],
                              chosen["seed"])  # fmt: skip
         with progress_bar(quiet) as tracker:
-            check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr)
+            check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr,
+                                curvature=chosen["curvature"], params=chosen["params"])  # fmt: skip
         results, measured = check.gates, check.measured
         seconds = time.perf_counter() - started
         if junit is not None:

@@ -43,6 +43,8 @@ def compare_command(
     data: c.DataOpt = None,
     data_arg: c.DataArgOpt = None,
     loss: c.LossOpt = None,
+    curvature: c.CurvatureOpt = "hessian",
+    params: c.ParamsOpt = None,
     ignore_index: c.IgnoreIndexOpt = -100,
     label_smoothing: c.LabelSmoothingOpt = 0.0,
     split: c.SplitOpt = None,
@@ -98,6 +100,8 @@ def compare_command(
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             force=force,
+            curvature=curvature,
+            params=params,
             **described,
         )
         seconds = time.perf_counter() - started
