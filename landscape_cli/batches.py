@@ -113,6 +113,24 @@ def take(structure: Any, n: int) -> Any:
     return cut(structure)
 
 
+def rows(structure: Any, start: int, size: int) -> Any:
+    """Samples start .. start + size of a batch, in its structure."""
+    total = batch_size_of(structure)
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value[start : start + size] if value.dim() > 0 and value.shape[0] == total else value
+        if isinstance(value, Mapping):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(cut(v) for v in value)
+        return value
+
+    return cut(structure)
+
+
 def nbytes(structure: Any) -> int:
     if isinstance(structure, torch.Tensor):
         return structure.numel() * structure.element_size()

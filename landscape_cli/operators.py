@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .batches import Batch, as_batch, take
+from .batches import Batch, as_batch
+from .batches import rows as rows_of
 from .choices import CURVATURES
 from .errors import LandscapeError, ParameterError
 from .losses import logits_of
@@ -78,6 +79,7 @@ class CurvatureOperator:
         ).to(problem.device)
         self.size = int(self.index.numel())
         self.calls = 0
+        problem.fit_graph_to_budget()
 
     # -- the operator protocol ------------------------------------------------------------------
     @property
@@ -176,7 +178,7 @@ class CurvatureOperator:
         for index, batch in p.batches():
             with p.chunk_context(index):
                 for start in range(0, batch.size, rows):
-                    part = as_batch(_rows(batch.raw, batch, start, rows))
+                    part = as_batch(rows_of(batch.raw, start, rows))
                     grads, part_count = self._per_sample_gradients(part)
                     total += grads.T @ (grads @ v)
                     count += part_count
@@ -195,7 +197,7 @@ class CurvatureOperator:
         except Exception:  # noqa: BLE001 - BatchNorm in train mode, in-place ops: loop instead
             rows, count = [], 0.0
             for i in range(batch.size):
-                one = as_batch(_rows(batch.raw, batch, i, 1))
+                one = as_batch(rows_of(batch.raw, i, 1))
                 leaves = {k: t.detach().requires_grad_(True) for k, t in params.items()}
                 with torch.enable_grad():
                     value, c = p._loss_sum(leaves, one)
@@ -215,24 +217,6 @@ class CurvatureOperator:
         grads, counts = vmap(one_sample, in_dims=(None, 0), randomness="same")(params, raw)
         flat = torch.cat([grads[k].reshape(batch.size, -1) for k in p.layout.names], dim=1)
         return flat, float(counts.sum())
-
-
-def _rows(raw: Any, batch: Batch, start: int, size: int) -> Any:
-    """Samples start..start+size of a batch, in its structure."""
-    structure = raw
-    if start == 0:
-        return take(structure, size)
-    return take(_drop(structure, start, batch.size), size)
-
-
-def _drop(structure: Any, start: int, size: int) -> Any:
-    if isinstance(structure, torch.Tensor):
-        return structure[start:] if structure.dim() > 0 and structure.shape[0] == size else structure
-    if isinstance(structure, dict):
-        return {k: _drop(v, start, size) for k, v in structure.items()}
-    if isinstance(structure, tuple | list):
-        return type(structure)(_drop(v, start, size) for v in structure)
-    return structure
 
 
 def _unsqueeze(structure: Any) -> Any:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from .batches import Batch, as_batch, move, take
+from .batches import Batch, as_batch, move, rows, take
 from .errors import LandscapeError, LandscapeWarning, ParameterError
+from .limits import max_memory
 from .losses import FunctionLoss, Loss, logits_of, resolve_loss
 from .sources import BatchSource, as_source
 from .zoo.data import Dataset
@@ -35,6 +36,10 @@ FINITE_DIFFERENCE = "finite-difference"
 GradientGraph = tuple[dict[str, torch.Tensor], tuple[torch.Tensor | None, ...], float]
 #: |u.Hv - v.Hu| relative to |u||Hv| + |v||Hu| above which an HVP method is wrong (float32 rounding: ~1e-7).
 ASYMMETRY_LIMIT = 1e-3
+#: Samples whose gradient graph is measured to size the batches (`Problem.fit_graph_to_budget`).
+GRAPH_PROBE_SAMPLES = 16
+#: The share of the memory limit (CPU) or of free GPU memory one batch's gradient graph may take.
+GRAPH_BUDGET_FRACTION = 0.25
 #: Samples used to time the two HVP methods against each other.
 CALIBRATION_SAMPLES = 256
 
@@ -138,7 +143,7 @@ class Problem:
         if batch_size < 1:
             raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
         if hvp not in ("auto", *HVP_METHODS, FINITE_DIFFERENCE):
-            raise ParameterError("hvp", f"'{hvp}' is not a method; choose auto, {', '.join(HVP_METHODS)} or "
+            raise ParameterError("hvp", f"method '{hvp}' is unknown; choose auto, {', '.join(HVP_METHODS)} or "
                                  f"{FINITE_DIFFERENCE}")  # fmt: skip
         self.device = torch.device(device)
         self.dtype = dtype
@@ -179,6 +184,9 @@ class Problem:
             self.batch_size = batch_size
             first = as_batch(next(iter(self.source)))
             self.is_classification = first.target is not None and not first.target.is_floating_point()
+        self.max_rows: int | None = None
+        self.graph_bytes_per_sample: float | None = None
+        self._graph_fitted = False
         self.requested_hvp = hvp
         self.hvp_method: str | None = None if hvp == "auto" else hvp
         self.hvp_timings: dict[str, float] = {}
@@ -221,11 +229,61 @@ class Problem:
         for raw in self.source:
             ready = as_batch(move(raw, self.device, self.dtype))
             if pending is not None:
-                yield index, pending
-                index += 1
+                for piece in self._pieces(pending):
+                    yield index, piece
+                    index += 1
             pending = ready
         if pending is not None:
-            yield index, pending
+            for piece in self._pieces(pending):
+                yield index, piece
+                index += 1
+
+    def _pieces(self, batch: Batch) -> Iterator[Batch]:
+        """A streamed batch cut to the rows whose gradient graph fits the memory budget."""
+        if self.max_rows is None or batch.size <= self.max_rows:
+            yield batch
+            return
+        for start in range(0, batch.size, self.max_rows):
+            yield as_batch(rows(batch.raw, start, self.max_rows))
+
+    def fit_graph_to_budget(self) -> None:
+        """Cut batches so that one batch's gradient graph fits `graph_budget`: measured once, from the bytes
+        autograd saves for a double-backward graph on a few samples. A ResNet-18 keeps about 38 MB per
+        CIFAR image; with the default --batch-size 2048 its graph would not fit most machines."""
+        if self._graph_fitted:
+            return
+        self._graph_fitted = True
+        self.graph_bytes_per_sample = self._graph_bytes_per_sample()
+        limit = max(1, int(graph_budget(self.device) // max(self.graph_bytes_per_sample, 1.0)))
+        largest = self.batch_size if self.source is None else self.first_batch().size
+        if limit >= largest:
+            return
+        self.max_rows = limit
+        if self.source is None:
+            self.chunks = [slice(i, min(i + limit, self.n_samples)) for i in range(0, self.n_samples, limit)]
+        self.n_batches = max(2, -(-self.n_samples // limit))
+        self.batch_size = limit
+        self._graph = None
+
+    def _graph_bytes_per_sample(self) -> float:
+        batch = self.first_batch(GRAPH_PROBE_SAMPLES)
+        storages: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            with contextlib.suppress(Exception):  # a tensor without storage (a functorch wrapper)
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), self.chunk_context(0):
+                graph = self._gradient_graph(self._point(None), batch)
+            del graph
+        except LandscapeError:
+            raise
+        except Exception:  # noqa: BLE001 - no double backward: the finite-difference graph is a gradient's
+            return 0.0
+        return sum(storages.values()) / max(batch.size, 1)
 
     def first_batch(self, size: int | None = None) -> Batch:
         """The first batch on the device, cut to `size` samples."""
@@ -433,6 +491,7 @@ class Problem:
         """
         if self.hvp_method is not None:
             return self.hvp_method
+        self.fit_graph_to_budget()
         batch = self.first_batch(CALIBRATION_SAMPLES)
         params = self._point(None)
         v = self.layout.unflatten(torch.ones(self.n_params, device=self.device, dtype=self.dtype))
@@ -512,6 +571,7 @@ class Problem:
     def hvp(self, v: torch.Tensor, w: torch.Tensor | None = None, method: str | None = None) -> torch.Tensor:
         """H v for the Hessian of the mean loss at `w` (default: the checkpoint), as a flat vector."""
         method = method or self.choose_hvp_method()
+        self.fit_graph_to_budget()
         params = self._point(w)
         tangent = self.layout.unflatten(v.to(self.device, self.dtype))
         total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
@@ -540,6 +600,14 @@ class Problem:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+
+
+def graph_budget(device: torch.device) -> float:
+    """Bytes one batch's gradient graph may take: a quarter of free GPU memory, or of the memory limit."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return GRAPH_BUDGET_FRACTION * free
+    return GRAPH_BUDGET_FRACTION * max_memory()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -111,7 +111,10 @@ CASES = {
     "tol 0": (["{mlp}", "--tol", "0"], ["--tol must lie in (0, 1)"]),
     "tol 1": (["{mlp}", "--tol", "1"], ["--tol must lie in (0, 1)"]),
     "unknown loss": (["{mlp}", "--loss", "hinge"], ["unknown loss 'hinge'", "cross_entropy"]),
-    "unknown hvp method": (["{mlp}", "--hvp", "finite-differences"], ["unknown HVP method 'finite-differences'"]),
+    "unknown hvp method": (
+        ["{mlp}", "--hvp", "finite-differences"],
+        ["--hvp method 'finite-differences' is unknown; choose auto, jvp, double-backward or finite-difference"],
+    ),
     "unknown split": (["{mlp}", "--split", "validation"], ["unknown split 'validation'"]),
     "model-arg without =": (["{mlp}", "--model-arg", "widths"], ["--model-arg expects KEY=VALUE", "'widths'"]),
     "model-arg unknown keyword": (["{mlp}", "--model-arg", "depth=3"], ["building model 'mlp'", "depth"]),
