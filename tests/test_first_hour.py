@@ -301,3 +301,18 @@ def test_loss_follows_the_targets_when_not_recorded(cli, tmp_path):
     assert result.code == 0 and json.loads(result.out)["problem"]["loss"] == "cross_entropy"
     with h5py.File(tmp_path / "bare.spectrum.h5") as f:
         assert f.attrs["loss_function"] == "cross_entropy"
+
+
+def test_progress_in_a_log_is_a_plain_line_at_a_modest_rate(monkeypatch, capsys) -> None:
+    """Not a terminal: nothing for short work, then one plain line per interval (a cluster job's log)."""
+    from landscape_cli import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    tracker = progress.LogTracker(interval=30.0)
+    tracker.start("Lanczos", total=200)
+    for step, now in enumerate([101.0, 110.0, 131.0, 140.0, 162.0], start=1):
+        clock[0] = now
+        tracker.update(step)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["landscape: Lanczos 3/200 (0m31s)", "landscape: Lanczos 5/200 (1m02s)"]
