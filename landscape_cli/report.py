@@ -57,6 +57,8 @@ def spectrum_dict(result: SpectrumResult, outputs: dict[str, str]) -> dict[str, 
         }
     if result.trace is not None:
         out["trace"] = {"estimate": result.trace.estimate, "stderr": result.trace.stderr, "hvps": result.trace.matvecs}
+    if result.layers is not None:
+        out["layers"] = {"by": result.layers.by, "matvecs": result.layers.matvecs, "blocks": result.layers.rows()}
     if result.density is not None:
         d = result.density
         out["density"] = {
@@ -113,6 +115,16 @@ def print_spectrum(result: SpectrumResult, title: str, outputs: dict[str, str], 
             f"density (SLQ, {d.nodes.shape[0]} runs x {d.nodes.shape[1]} steps, {d.matvecs} HVPs): "
             f"support [{_num(float(d.grid[0]), 4)}, {_num(float(d.grid[-1]), 4)}], mean {d.mean:.4g}"
         )
+    if result.layers is not None:
+        layers = result.layers
+        table = Table(title=f"{matrix} blocks per {layers.by} ({layers.matvecs} products)")
+        for col in ("block", "parameters", "top eigenvalue", "error bound", "trace", "± (s.e.)"):
+            table.add_column(col, justify="left" if col == "block" else "right")
+        for row in layers.rows():
+            stderr = "exact" if row["trace_stderr"] == 0 else _num(float(row["trace_stderr"]), 2)
+            table.add_row(esc(str(row["name"])), f"{row['size']:,}", _num(float(row["top"]), 6),
+                          _num(float(row["top_error"]), 2), _num(float(row["trace"]), 6), stderr)  # fmt: skip
+        console.print(table)
     for label, path in outputs.items():
         console.print(f"{label}: {esc(path)}")
 

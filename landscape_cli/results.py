@@ -50,6 +50,8 @@ def provenance(
         "n_samples": int(problem_info.get("n_samples", 0)),
         "batch_size": int(problem_info.get("batch_size", 0)),
         "hvp_method": problem_info.get("hvp_method") or "",
+        "curvature": problem_info.get("curvature") or "hessian",
+        "params": problem_info.get("params") or "",
         "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),
     }
@@ -106,6 +108,13 @@ def write_spectrum_file(path: Path, result: SpectrumResult, prov: dict[str, Any]
                     "method": "hutch++",
                 },
             )
+        if result.layers is not None:
+            layers = result.layers
+            g = f.create_group("layers")
+            g["names"] = np.array(layers.names, dtype=h5py.string_dtype())
+            for key in ("sizes", "top", "top_error", "trace", "trace_stderr"):
+                g[key] = getattr(layers, key)
+            _set_attrs(g, {"by": layers.by, "matvecs": layers.matvecs})
         if result.density is not None:
             d = result.density
             g = f.create_group("density")

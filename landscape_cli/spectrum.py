@@ -11,6 +11,7 @@ import torch
 
 from .choices import CURVATURES
 from .errors import LandscapeError
+from .layers import LayerSpectrum, per_layer_spectrum
 from .limits import require_memory
 from .linalg import (
     DensityResult,
@@ -43,12 +44,16 @@ class SpectrumOptions:
     curvature: str = "hessian"
     #: Glob patterns of parameter names: the block of the matrix over them (None: all parameters).
     params: str | None = None
+    #: Also the top eigenvalue and trace of each parameter tensor's ("tensor") or module's ("module") block.
+    per_layer: str | None = None
 
     def validate(self, n_params: int | None = None) -> None:
         """Check the options; with `n_params`, also that the problem has room for the eigenvalues asked."""
         if self.top_k < 0 or self.bottom_k < 0:
             raise LandscapeError("--top-k and --bottom-k must be non-negative")
-        if self.top_k + self.bottom_k == 0 and not (self.trace or self.density):
+        if self.per_layer is not None and self.per_layer not in ("tensor", "module"):
+            raise LandscapeError(f"unknown --per-layer unit '{self.per_layer}'; choose tensor or module")
+        if self.top_k + self.bottom_k == 0 and not (self.trace or self.density or self.per_layer):
             raise LandscapeError(
                 "nothing to compute: --top-k and --bottom-k are 0 and neither --trace nor --density is set"
             )
@@ -97,12 +102,13 @@ class SpectrumResult:
     lanczos: LanczosResult | None = None
     trace: TraceResult | None = None
     density: DensityResult | None = None
+    layers: LayerSpectrum | None = None
     eigenvectors: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def hvps(self) -> int:
-        return sum(r.matvecs for r in (self.lanczos, self.trace, self.density) if r is not None)
+        return sum(r.matvecs for r in (self.lanczos, self.trace, self.density, self.layers) if r is not None)
 
 
 def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracker | None = None) -> SpectrumResult:
@@ -165,6 +171,20 @@ def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracke
             **common,
         )
         result.seconds["density"] = time.perf_counter() - t0
+    if options.per_layer:
+        t0 = time.perf_counter()
+        result.layers = per_layer_spectrum(
+            problem,
+            curvature=options.curvature,
+            by=options.per_layer,
+            within=op.names,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            trace_hvps=options.trace_hvps,
+            seed=options.seed,
+            tracker=tracker,
+        )
+        result.seconds["per_layer"] = time.perf_counter() - t0
     result.seconds["total"] = time.perf_counter() - started
     return result
 

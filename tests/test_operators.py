@@ -7,6 +7,7 @@ every loss, and the exact weighting of tokens across batches of unequal padding.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -413,3 +414,48 @@ def test_auto_falls_back_to_finite_differences_with_a_warning() -> None:
     scape = ls.wrap(Fused(), (x, y), device="cpu", dtype="float64")
     gate = scape.check(max_top_eig=1e9)  # a gate picks the first method that works, without timing
     assert scape.problem.first_working_method() == "finite-difference" and gate.passed
+
+
+@pytest.mark.parametrize("by", ["tensor", "module"])
+def test_per_layer_blocks_are_slices_of_the_dense_hessian(by) -> None:
+    from landscape_cli.layers import per_layer_spectrum
+
+    model = mlp()
+    x, y = classification((4,), n=30)
+    scape = ls.wrap(model, (x, y), device="cpu", dtype="float64")
+    layout = scape.problem.layout
+    hessian = torch.autograd.functional.hessian(
+        lambda flat: F.cross_entropy(functional_call(model, layout.unflatten(flat), (x,)), y), scape.problem.w
+    )
+    layers = per_layer_spectrum(scape.problem, by=by, tol=1e-10, max_iter=100)
+    groups = {"tensor": [[n] for n in layout.names], "module": [["0.weight", "0.bias"], ["2.weight", "2.bias"]]}[by]
+    assert layers.names == ([n for n in layout.names] if by == "tensor" else ["0", "2"])
+    for row, members in zip(layers.rows(), groups, strict=True):
+        positions = [layout.names.index(m) for m in members]
+        index = torch.cat([torch.arange(layout.offsets[i], layout.offsets[i + 1]) for i in positions])
+        block = hessian[index][:, index]
+        assert row["size"] == len(index)
+        assert row["top"] == pytest.approx(float(torch.linalg.eigvalsh(block)[-1]), rel=1e-8)
+        assert row["trace"] == pytest.approx(float(block.trace()), rel=1e-10) and row["trace_stderr"] == 0
+    assert sum(r["trace"] for r in layers.rows()) == pytest.approx(float(hessian.trace()), rel=1e-10)
+
+
+def test_spectrum_per_layer_on_the_command_line(cli, local_mlp) -> None:
+    import h5py
+
+    result = cli("spectrum", local_mlp, "--per-layer", "--top-k", "1", "--samples", "200", "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    blocks = payload["layers"]["blocks"]
+    assert [b["name"] for b in blocks] == ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    assert all(b["top"] <= payload["top"][0]["eigenvalue"] * (1 + 1e-3) for b in blocks)  # a block's top <= H's
+    with h5py.File(payload["outputs"]["results"]) as f:
+        assert list(f["layers"]["top"][()]) == pytest.approx([b["top"] for b in blocks])
+    ggn = cli("spectrum", local_mlp, "--per-layer", "module", "--curvature", "ggn", "--params", "layers.2.*",
+              "--top-k", "1", "--samples", "200", "--device", "cpu", "--json", "--overwrite")  # fmt: skip
+    assert ggn.code == 0, ggn.err
+    payload = json.loads(ggn.out)
+    assert [b["name"] for b in payload["layers"]["blocks"]] == ["layers.2"]
+    assert payload["problem"]["curvature"] == "ggn" and payload["problem"]["block_size"] == 330
+    # one block = the --params block itself: its top eigenvalue is the spectrum's
+    assert payload["layers"]["blocks"][0]["top"] == pytest.approx(payload["top"][0]["eigenvalue"], rel=1e-3)

@@ -84,7 +84,7 @@ def _spec(text: object) -> object:
 
 def settings_of(f: h5py.File, attrs: dict[str, object]) -> dict[str, object]:
     """The settings a results file was measured with that decide whether its numbers compare with another's:
-    the data (spec, sample count, loss, train/eval mode), the curvature (the Hessian until others exist), and
+    the data (spec, sample count, loss, train/eval mode), the curvature (matrix and parameter block), and
     for a surface its dimension, the radius of its rise and the recipe of its directions (kind, seed, norm,
     ignore; an earlier file's directions reused with --dirs file: keep the recipe they were made with)."""
     out: dict[str, object] = {
@@ -92,7 +92,7 @@ def settings_of(f: h5py.File, attrs: dict[str, object]) -> dict[str, object]:
         "samples": attrs.get("n_samples"),
         "loss": attrs.get("loss_function"),
         "mode": attrs.get("mode"),
-        "curvature": attrs.get("curvature", "hessian"),
+        "curvature": str(attrs.get("curvature", "hessian")) + (f" of {attrs['params']}" if attrs.get("params") else ""),
     }
     if attrs.get("kind") == "surface":
         out["dims"] = attrs.get("dims")

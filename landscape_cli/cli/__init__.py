@@ -91,6 +91,23 @@ def _click_command():  # -> click.Command; built once per process
     return group
 
 
+#: Options whose value may be left out: the value they then take, and the values they accept. (Typer's
+#: parser has no optional option values; the command line is completed before it parses.)
+OPTIONAL_VALUES = {"--per-layer": ("tensor", ("tensor", "module"))}
+
+
+def _complete_optional_values(args: list[str]) -> list[str]:
+    """'--per-layer' not followed by one of its values becomes '--per-layer tensor'."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in OPTIONAL_VALUES:
+            default, accepted = OPTIONAL_VALUES[arg]
+            if i + 1 == len(args) or args[i + 1] not in accepted:
+                out.append(default)
+    return out
+
+
 def _plain_metavar(param) -> None:
     if getattr(param, "is_flag", False) and param.metavar is None:
         param.metavar = ""
@@ -128,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:split] or bool(os.environ.get("LANDSCAPE_DEBUG"))
-    argv = [a for a in argv[:split] if a != "--debug"] + argv[split:]
+    argv = _complete_optional_values([a for a in argv[:split] if a != "--debug"]) + argv[split:]
     common.ARGV[:] = argv
     try:
         # A context of its own: settings a command makes for its duration (the memory limit) end with it.

@@ -76,6 +76,16 @@ def spectrum_command(
     loss: c.LossOpt = None,
     curvature: c.CurvatureOpt = "hessian",
     params: c.ParamsOpt = None,
+    per_layer: Annotated[
+        str | None,
+        typer.Option(
+            "--per-layer",
+            help="Also the top eigenvalue and trace of each parameter tensor's block of the matrix ('--per-layer' "
+            "or '--per-layer tensor'), or of each module's ('--per-layer module'): a table, the HDF5 file's "
+            "'layers' group and a panel of the figure.",
+            rich_help_panel=EST,
+        ),
+    ] = None,
     ignore_index: c.IgnoreIndexOpt = -100,
     label_smoothing: c.LabelSmoothingOpt = 0.0,
     samples: c.SamplesOpt = None,
@@ -135,6 +145,7 @@ def spectrum_command(
         seed=seed,
         curvature=curvature,
         params=params,
+        per_layer=per_layer,
     )
     options.validate()  # before any loading: a typo in an option should not cost the model's load time
     ckpt = c.open_checkpoint(

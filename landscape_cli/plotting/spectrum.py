@@ -33,13 +33,18 @@ def spectrum_figure(h5_path: Path) -> Figure:
     with open_results(h5_path) as f:
         attrs = read_attrs(f)
         has_density, has_eigenvalues = "density" in f, "top" in f or "bottom" in f
-        panels = int(has_eigenvalues) + int(has_density)
-        fig = Figure(figsize=(7.2 if panels == 2 else 3.8, 3.0))
+        has_layers = "layers" in f
+        panels = int(has_eigenvalues) + int(has_density) + int(has_layers)
+        rows = len(f["layers"]["names"]) if has_layers else 0
+        height = max(3.0, 0.9 + 0.16 * rows) if has_layers else 3.0
+        fig = Figure(figsize=({1: 3.8, 2: 7.2, 3: 10.6}.get(panels, 3.8), height))
         axes = np.atleast_1d(fig.subplots(1, max(panels, 1)))
         if has_eigenvalues:
             _eigenvalue_panel(axes[0], f)
         if has_density:
-            _density_panel(axes[-1], f["density"])
+            _density_panel(axes[int(has_eigenvalues)], f["density"])
+        if has_layers:
+            _layers_panel(axes[-1], f["layers"])
         trace = read_attrs(f["trace"]) if "trace" in f else None
     if panels == 0:
         axes[0].set_axis_off()
@@ -49,7 +54,9 @@ def spectrum_figure(h5_path: Path) -> Figure:
         f"{value:,} {what}" if isinstance(value, int) else f"? {what}"
         for value, what in ((n_params, "parameters"), (n_samples, "samples"))
     )
-    line = f"Hessian spectrum of {title} ({sizes}, {attrs.get('mode', '')} mode)"
+    matrix = {"ggn": "Gauss-Newton", "fisher": "Empirical Fisher"}.get(str(attrs.get("curvature")), "Hessian")
+    block = f" block {attrs['params']}" if attrs.get("params") else ""
+    line = f"{matrix}{block} spectrum of {title} ({sizes}, {attrs.get('mode', '')} mode)"
     if trace is not None and isinstance(trace.get("estimate"), float | int):
         line += f"\ntrace {trace['estimate']:.5g} ± {trace.get('stderr', float('nan')):.2g} (Hutch++, standard error)"
     fig.suptitle(line)
@@ -80,6 +87,8 @@ def _eigenvalue_panel(ax: Axes, f: h5py.File) -> None:
             ax.annotate(f"{v:.4g}", (i, v), textcoords="offset points", xytext=(5, -9 if below else 3), fontsize=7)
         most = max(most, len(values))
     ax.set_xlim(0.5, most + 0.9)  # room for the labels of the last points inside the axes
+    if most <= 10:
+        ax.set_xticks(np.arange(1, most + 1))
     ax.margins(y=0.14)  # and for the labels under the bottom values
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0.0, color="grey", lw=0.8)
@@ -88,6 +97,30 @@ def _eigenvalue_panel(ax: Axes, f: h5py.File) -> None:
     ax.set_title("Extremal eigenvalues (Lanczos)")
     ax.legend(loc="upper right", frameon=False)
     ax.grid(alpha=0.3)
+
+
+def _layers_panel(ax: Axes, g: h5py.Group) -> None:
+    """Top eigenvalue of each block as a horizontal bar, model order from the top, on a log scale when the
+    values span more than two decades; the trace as a marker on the same axis."""
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in g["names"][()]]
+    top, trace = g["top"][()], g["trace"][()]
+    y = np.arange(len(names))
+    ax.barh(y, top, color="tab:blue", alpha=0.8, label="top eigenvalue")
+    ax.plot(trace, y, "D", color="tab:orange", ms=3.5, label="trace")
+    ax.set_yticks(y, [_short(n) for n in names], fontsize=6)
+    ax.invert_yaxis()
+    positive = np.concatenate([top[top > 0], trace[trace > 0]])
+    if positive.size and (top > 0).all() and positive.max() / positive.min() > 100:
+        ax.set_xscale("log")
+    by = g.attrs.get("by", "tensor")
+    ax.set_title(f"Per-{by} blocks")
+    ax.set_xlabel("value")
+    ax.legend(loc="lower right", frameon=False, fontsize=7)
+    ax.grid(alpha=0.3, axis="x")
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 #: The density is drawn down to this fraction of its peak; below, the curve leaves the axes instead of
