@@ -12,7 +12,9 @@ import contextlib
 import contextvars
 import os
 import re
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 from .errors import LandscapeError
 
@@ -71,6 +73,22 @@ def set_memory_limit(limit: str | int | None) -> None:
     """Set the limit for the rest of this context (the CLI runs each command in a context of its own)."""
     if limit is not None:
         _limit.set(parse_size(limit, "--max-memory"))
+
+
+def peak_memory(device: Any) -> dict[str, int | None]:
+    """The process's peak resident memory so far, and the peak memory torch allocated on a CUDA device."""
+    host = None
+    with contextlib.suppress(ImportError, OSError):
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux, bytes on macOS
+        host = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+    gpu = None
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        gpu = int(torch.cuda.max_memory_allocated(device))
+    return {"host_peak_bytes": host, "device_peak_bytes": gpu}
 
 
 def human(nbytes: float) -> str:

@@ -36,6 +36,7 @@ def spectrum_dict(result: SpectrumResult, outputs: dict[str, str]) -> dict[str, 
         "problem": result.problem,
         "hvps_total": result.hvps,
         "seconds": result.seconds,
+        "memory": result.memory,
         "outputs": outputs,
     }
     if result.lanczos is not None:

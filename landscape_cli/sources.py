@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, defau
 
 from .batches import as_batch, fingerprint, nbytes, take
 from .errors import LandscapeError, ParameterError, ParameterWarning
+from .zoo.data import Arrays
 
 #: Host memory an iterable source may keep to avoid re-reading it (its batches, on the CPU).
 CACHE_BYTES = 512 << 20
@@ -146,6 +147,36 @@ class IterableSource(BatchSource):
             yield raw
 
 
+class ArraySource(BatchSource):
+    """NumPy arrays (memory-mapped .npy files): each batch reads its rows, so nothing else is in memory."""
+
+    def __init__(self, arrays: tuple[Any, ...], indices: torch.Tensor | None, batch_size: int) -> None:
+        self.arrays = arrays
+        n = int(arrays[0].shape[0])
+        self.indices = indices.numpy() if indices is not None else None
+        self.n_samples = n if indices is None else len(indices)
+        self.batch_size = max(1, min(batch_size, self.n_samples))
+        self.n_batches = -(-self.n_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        import numpy as np
+
+        for start in range(0, self.n_samples, self.batch_size):
+            if self.indices is None:
+                rows = slice(start, start + self.batch_size)
+                parts = [np.array(a[rows]) for a in self.arrays]
+            else:
+                picked = self.indices[start : start + self.batch_size]
+                parts = [np.asarray(a[picked]) for a in self.arrays]
+            tensors = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+            target = tensors[1]
+            if target.is_floating_point() and target.dim() == 1:
+                target = target.unsqueeze(-1)  # regression targets are (N, outputs)
+            elif not target.is_floating_point():
+                target = target.long()
+            yield (tensors[0], target)
+
+
 def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
     """A fixed seeded subset of `samples` indices (sorted), or None for all `n` (with a warning when more
     were asked for than there are)."""
@@ -177,6 +208,9 @@ def as_source(data: Any, *, batch_size: int, samples: int | None = None, seed: i
         indices = subset_indices(n, samples, seed)
         tensors = tuple(data) if indices is None else tuple(t[indices] for t in data)
         return TensorSource(tensors, batch_size)
+    if isinstance(data, Arrays):
+        indices = subset_indices(len(data), samples, seed)
+        return ArraySource((data.x, data.y), indices, batch_size)
     if isinstance(data, DataLoader):
         return _loader_source(data, samples, seed)
     if isinstance(data, IterableDataset):

@@ -12,7 +12,7 @@ import torch
 from .choices import CURVATURES
 from .errors import LandscapeError
 from .layers import LayerSpectrum, per_layer_spectrum
-from .limits import require_memory
+from .limits import peak_memory, require_memory
 from .linalg import (
     DensityResult,
     LanczosResult,
@@ -103,6 +103,8 @@ class SpectrumResult:
     trace: TraceResult | None = None
     density: DensityResult | None = None
     layers: LayerSpectrum | None = None
+    #: Peak host (process RSS) and device memory, bytes.
+    memory: dict[str, int | None] = field(default_factory=dict)
     eigenvectors: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -186,6 +188,7 @@ def compute_spectrum(problem: Problem, options: SpectrumOptions, tracker: Tracke
         )
         result.seconds["per_layer"] = time.perf_counter() - t0
     result.seconds["total"] = time.perf_counter() - started
+    result.memory = peak_memory(problem.device)
     return result
 
 

@@ -155,3 +155,82 @@ def test_batches_are_cut_to_fit_the_graph_memory_budget() -> None:
         assert cut.max_rows is not None and cut.max_rows < 300, cut.graph_bytes_per_sample
         assert sum(b.size for _, b in cut.batches()) == 600
         assert float((got - expected).norm() / expected.norm()) < 1e-12
+
+
+def test_memory_mapped_npy_files_and_token_files_on_the_command_line(tmp_path, cli) -> None:
+    """inputs.npy with --data-arg targets=targets.npy is read a batch at a time (memory-mapped); a .npz of
+    integer token ids keeps them integers. Both give what the same arrays give in memory."""
+    import json
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    torch.save({f"layers.{k}": v for k, v in net.state_dict().items()}, tmp_path / "net.pt")
+    x = np.random.default_rng(0).normal(size=(500, 6)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, size=500)
+    np.save(tmp_path / "inputs.npy", x)
+    np.save(tmp_path / "targets.npy", y)
+    np.savez(tmp_path / "same.npz", x=x, y=y)
+    model = ["--model", "mlp", "--model-arg", "widths=[6,8,3]", "--model-arg", "activation=tanh", "--device", "cpu"]
+    runs = {}
+    for name, data in (("npy", ["--data", str(tmp_path / "inputs.npy"), "--data-arg",
+                                f"targets={tmp_path / 'targets.npy'}"]),
+                       ("npz", ["--data", str(tmp_path / "same.npz")])):  # fmt: skip
+        result = cli("spectrum", tmp_path / "net.pt", *model, *data, "--samples", "300", "--batch-size", "64",
+                     "--top-k", "2", "--json", "--no-plot", "--out", tmp_path / f"{name}.h5")  # fmt: skip
+        assert result.code == 0, result.err
+        runs[name] = json.loads(result.out)
+    assert runs["npy"]["loss"] == pytest.approx(runs["npz"]["loss"], rel=1e-6)
+    assert [t["eigenvalue"] for t in runs["npy"]["top"]] == pytest.approx(
+        [t["eigenvalue"] for t in runs["npz"]["top"]], rel=1e-4
+    )
+    missing = cli("spectrum", tmp_path / "net.pt", *model, "--data", str(tmp_path / "inputs.npy"), "--no-plot")
+    assert missing.code == 2 and "--data-arg targets=FILE.npy" in missing.err
+
+
+def test_token_ids_from_a_file_stay_integers(tmp_path, cli) -> None:
+    """A .npz of int64 token ids and next-token targets (-100 padding) with a model entry point: the
+    command's loss and top eigenvalue are those of ls.hessian on the same tensors (exact token weighting)."""
+    import json
+
+    import numpy as np
+
+    (tmp_path / "lm.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Bigram(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.embed = nn.Embedding(9, 4)\n"
+        "        self.head = nn.Linear(4, 9)\n"
+        "    def forward(self, ids):\n"
+        "        return self.head(torch.tanh(self.embed(ids)))\n"
+        "def build():\n"
+        "    return Bigram()\n"
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 9, size=(40, 7))
+    targets = rng.integers(0, 9, size=(40, 7))
+    for row in range(40):
+        targets[row, 3 + row % 4 :] = -100
+    np.savez(tmp_path / "tokens.npz", x=ids, y=targets)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_for_test", tmp_path / "lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.build().state_dict(), tmp_path / "lm.pt")
+    result = cli("spectrum", tmp_path / "lm.pt", "--model", f"{tmp_path}/lm.py:build", "--data",
+                 tmp_path / "tokens.npz", "--batch-size", "16", "--top-k", "1", "--tol", "1e-6", "--dtype", "float64",
+                 "--device", "cpu", "--json", "--no-plot")  # fmt: skip
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    x, y = torch.from_numpy(ids), torch.from_numpy(targets)
+    op = ls.hessian(module.build(), (x, y), device="cpu", dtype="float64")
+    top = ls.lanczos_extremal(op, top_k=1, tol=1e-6).top.values[0]
+    assert payload["top"][0]["eigenvalue"] == pytest.approx(top, rel=1e-5)
+    logits = module.build().double()(x)
+    expected = F.cross_entropy(logits.reshape(-1, 9), y.reshape(-1), ignore_index=-100)
+    assert payload["loss"] == pytest.approx(float(expected.detach()), rel=1e-10)

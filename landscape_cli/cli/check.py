@@ -116,6 +116,7 @@ def check_command(
     from ..check.junit import gate_cases, write_junit
     from ..choices import CURVATURES
     from ..eos.setting import OptimizerSetting
+    from ..limits import peak_memory
     from ..progress import progress_bar
     from ..report import print_checks
     from ..spectrum import validate_lanczos
@@ -174,6 +175,7 @@ def check_command(
                 "config": str(source) if source else None,
                 "measured": measured,
                 "seconds": seconds,
+                "memory": peak_memory(scape.problem.device),
             }
         )
     else:

@@ -159,7 +159,7 @@ def data_spec(name: str, split: str = "train", seed: int = 0, kwargs: dict[str, 
     if name in DATASETS:
         spec["name"] = name
         spec["preprocessing"] = PREPROCESSING.get(name, "none")
-    elif name.endswith((".npz", ".pt", ".pth")) and not is_entrypoint(name):
+    elif name.endswith((".npz", ".pt", ".pth", ".npy")) and not is_entrypoint(name):
         spec["path"] = name
         spec["preprocessing"] = "none"
     elif is_entrypoint(name):
@@ -168,7 +168,8 @@ def data_spec(name: str, split: str = "train", seed: int = 0, kwargs: dict[str, 
     else:
         raise LandscapeError(
             f"unknown dataset '{name}'; built-in datasets are {', '.join(DATASETS)}, "
-            "or give a .npz/.pt file with x and y, or an entry point 'pkg.module:function'"
+            "or give a .npz/.pt file with x and y, a .npy file of inputs (with --data-arg targets=FILE.npy), "
+            "or an entry point 'pkg.module:function'"
         )
     return spec
 
@@ -212,6 +213,18 @@ def load_source(spec: dict[str, Any]) -> Dataset | Any:
     """What an analysis reads: tensors in memory as a `Dataset`, or what a data entry point returns that is
     better streamed (a torch Dataset, IterableDataset, DataLoader or iterable of batches, or integer
     inputs such as token ids), for `sources.as_source`."""
+    if "path" in spec and str(spec["path"]).endswith(".npy"):
+        return _npy_arrays(Path(spec["path"]), spec.get("split", "train"), dict(spec.get("kwargs") or {}))
+    if "path" in spec and not (spec.get("kwargs") or {}).get("limit"):
+        x, y = _file_arrays(Path(spec["path"]), spec.get("split", "train"))
+        x_t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+        if not x_t.is_floating_point():  # token ids keep their dtype, targets their shape: streamed as tensors
+            y_t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+            y_t = y_t.float() if y_t.is_floating_point() else y_t.long()
+            if x_t.dim() == 0 or y_t.dim() == 0 or x_t.shape[0] != y_t.shape[0] or x_t.shape[0] == 0:
+                raise LandscapeError(f"{spec['path']}: x has shape {tuple(x_t.shape)} but y {tuple(y_t.shape)}")
+            return x_t.long(), y_t
+        return _as_dataset(x, y, str(spec["path"]))
     if "entrypoint" in spec:
         kwargs = dict(spec.get("kwargs") or {})
         if "limit" not in kwargs:
@@ -251,6 +264,10 @@ def load_data(spec: dict[str, Any]) -> Dataset:
         except TypeError as exc:
             raise LandscapeError(f"dataset '{spec['name']}': {exc}") from None
         data = Dataset(torch.from_numpy(np.ascontiguousarray(x)).float(), _targets(y))
+    elif "path" in spec and str(spec["path"]).endswith(".npy"):
+        arrays = _npy_arrays(Path(spec["path"]), split, {**kwargs, **({"limit": limit} if limit else {})})
+        require_memory(f"data file {spec['path']}", float(arrays.x.nbytes + arrays.y.nbytes) * 2)
+        data = _as_dataset(np.asarray(arrays.x), np.asarray(arrays.y), str(spec["path"]))
     elif "path" in spec:
         data = _load_file(Path(spec["path"]), split)
     elif "entrypoint" in spec:
@@ -280,6 +297,50 @@ def _as_dataset(x: Any, y: Any, source: str) -> Dataset:
 
 
 def _load_file(path: Path, split: str) -> Dataset:
+    x, y = _file_arrays(path, split)
+    return _as_dataset(x, y, str(path))
+
+
+@dataclass
+class Arrays:
+    """Inputs and targets as NumPy arrays, memory-mapped from .npy files: read a batch at a time, so a file
+    larger than memory works (`sources.as_source` streams them)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _npy_arrays(path: Path, split: str, kwargs: dict[str, Any]) -> Arrays:
+    """`inputs.npy` with `--data-arg targets=targets.npy`, both memory-mapped."""
+    if split == "test":
+        raise LandscapeError(f"{path} is one array; it has no test split (use --split all or train)")
+    unknown = sorted(set(kwargs) - {"targets", "limit"})
+    if unknown:
+        raise LandscapeError(f"data file {path}: unknown argument(s) {', '.join(unknown)}; it takes targets=FILE.npy")
+    if "targets" not in kwargs:
+        raise LandscapeError(f"data file {path} holds inputs only: name the targets with --data-arg targets=FILE.npy")
+    arrays = []
+    for file in (path, Path(str(kwargs["targets"]))):
+        require_regular_file(file, "data file")
+        try:
+            arrays.append(np.load(file, mmap_mode="r", allow_pickle=False))
+        except Exception as exc:  # noqa: BLE001 - any read failure means a bad file
+            raise LandscapeError(f"cannot read data file {file}: {type(exc).__name__}: {exc}") from None
+    x, y = arrays
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise LandscapeError(
+            f"{path} has shape {x.shape} and its targets {y.shape}: they need the same rows, at least 1"
+        )
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise LandscapeError(f"{path}: inputs and targets must be numbers, got {x.dtype} and {y.dtype}")
+    limit = kwargs.get("limit")
+    return Arrays(x[:limit], y[:limit]) if limit else Arrays(x, y)
+
+
+def _file_arrays(path: Path, split: str) -> tuple[Any, Any]:
     require_regular_file(path, "data file")
     verify_archive(path)  # .npz and .pt files are zip archives: checksums and unpacked size
     try:
@@ -301,7 +362,7 @@ def _load_file(path: Path, split: str) -> Dataset:
         raise LandscapeError(
             f"data file {path} has no arrays {wanted} for split '{split}' (found: {', '.join(contents)})"
         )
-    return _as_dataset(contents[keys[0]], contents[keys[1]], str(path))
+    return contents[keys[0]], contents[keys[1]]
 
 
 def _load_entrypoint(spec: str, split: str, kwargs: dict[str, Any]) -> Dataset:
