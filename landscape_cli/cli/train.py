@@ -35,7 +35,13 @@ def train_command(
     ] = "digits",
     data_arg: c.DataArgOpt = None,
     loss: Annotated[
-        str, _opt("--loss", "cross_entropy or mse (0.5*||f-onehot||^2 summed over outputs).", c.PROBLEM_PANEL)
+        str,
+        _opt(
+            "--loss",
+            "cross_entropy, mse (PyTorch's MSELoss), half_sse (0.5*||f-y||^2 summed over outputs, Cohen et al.'s "
+            "MSE) or bce_with_logits.",
+            c.PROBLEM_PANEL,
+        ),
     ] = "cross_entropy",
     opt: Annotated[str, _opt("--opt", f"Optimizer: {', '.join(OPTIMIZERS)}.", OPT)] = "sgd",
     base: Annotated[str, _opt("--base", f"Base optimizer the SAM family steps with: {', '.join(BASES)}.", OPT)] = "sgd",
