@@ -24,6 +24,7 @@ from ..errors import LandscapeError
 from ..limits import require_memory
 from ..linalg import lanczos_extremal
 from ..locks import exclusive
+from ..operators import CurvatureOperator
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
 from ..signals import sigterm_raises
@@ -150,8 +151,7 @@ class Run:
         _, gradient = self.tracker.loss_and_gradient()
         calls = self.tracker.hvp_calls
         result = lanczos_extremal(
-            self.tracker.hvp,
-            self.tracker.n_params,
+            CurvatureOperator(self.tracker, "hessian"),
             top_k=1,
             tol=1e-3,
             max_iter=100,
