@@ -238,7 +238,7 @@ class Landscape:
             }
         )
         if not 0 < radius < math.inf:
-            raise LandscapeError(f"--radius must be positive and finite, got {radius}")
+            raise ParameterError("radius", f"radius must be positive and finite, got {radius}")
         validate_lanczos(tol, 200)
         if curvature not in CURVATURES:
             raise ParameterError("curvature", f"'{curvature}' is not one of {', '.join(CURVATURES)}")
@@ -549,7 +549,7 @@ def compare(
     if _is_model(base):
         measures = parse_measures(names if names is not None else "top,surface")
         if not 0 < radius < math.inf:
-            raise LandscapeError(f"--radius must be positive and finite, got {radius}")
+            raise ParameterError("radius", f"radius must be positive and finite, got {radius}")
         validate_lanczos(tol, 200)
         base_scape = base if isinstance(base, Landscape) else load(base, seed=seed, **load_options)
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,22 +3,35 @@
 The CLI turns it into one line on stderr and exit code 2; library callers can catch it.
 """
 
+import re
+
 
 class LandscapeError(Exception):
     """A problem with the user's input, explained in one line."""
 
 
 class ParameterError(LandscapeError):
-    """A bad value of one of the library's parameters. The message starts with the parameter's name
-    (`batch_size must be ...`); the CLI shows its flag instead (`--batch-size must be ...`)."""
+    """A bad value of the library's own parameters, named as Python names them (`top_k and bottom_k must be
+    non-negative`); the CLI shows the flags instead (`--top-k and --bottom-k ...`). A message that does not
+    name its parameter is prefixed with it (`batch_size` + `must be at least 1`)."""
 
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param} {message}")
-        self.param = param
-        self.detail = message
+    def __init__(self, params: str | tuple[str, ...], message: str) -> None:
+        names = (params,) if isinstance(params, str) else tuple(params)
+        named = any(re.search(rf"(?<![\w-]){re.escape(n)}\b", message) for n in names)
+        text = message if named else f"{names[0]} {message}"
+        super().__init__(text)
+        self.params = names
+        self.param = names[0]
+        self.text = text
 
     def for_cli(self) -> str:
-        return f"--{self.param.replace('_', '-')} {self.detail}"
+        return _flags(self.text, self.params)
+
+
+def _flags(text: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", "--" + name.replace("_", "-"), text)
+    return text
 
 
 class LandscapeWarning(UserWarning):
@@ -32,8 +45,8 @@ class ParameterWarning(LandscapeWarning):
 
     def __init__(self, param: str, message: str) -> None:
         super().__init__(f"{param} {message}")
-        self.param = param
-        self.detail = message
+        self.text = f"{param} {message}"
+        self.params = (param,)
 
     def for_cli(self) -> str:
-        return f"--{self.param.replace('_', '-')} {self.detail}"
+        return _flags(self.text, self.params)

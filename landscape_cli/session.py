@@ -6,7 +6,7 @@ import torch
 
 from .batches import as_batch
 from .checkpoint import Checkpoint, instantiate
-from .errors import LandscapeError
+from .errors import LandscapeError, ParameterError
 from .losses import IGNORE_INDEX, FunctionLoss, Loss, resolve_loss
 from .problem import Problem
 from .sources import as_source, subset_indices
@@ -26,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
         raise LandscapeError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LandscapeError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+            raise ParameterError("device", f"device '{name}' requested but CUDA is not available; use device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise LandscapeError(f"device '{name}' does not exist ({torch.cuda.device_count()} CUDA devices)")
     elif device.type != "cpu":

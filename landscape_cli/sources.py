@@ -184,8 +184,8 @@ def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | Non
         raise ParameterError("samples", f"must be at least 1, got {samples}")
     if samples is None or samples >= n:
         if samples is not None and samples > n:
-            warnings.warn(ParameterWarning("samples", f"{samples:,} is more than the {n:,} samples there are; using "
-                                           "all of them"), stacklevel=3)  # fmt: skip
+            warnings.warn(ParameterWarning("samples", f"{samples:,} is more than the {n:,} there are; using all of "
+                                           "them"), stacklevel=3)  # fmt: skip
         return None
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=generator)[:samples].sort().values

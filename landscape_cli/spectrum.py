@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .choices import CURVATURES
-from .errors import LandscapeError
+from .errors import LandscapeError, ParameterError
 from .layers import LayerSpectrum, per_layer_spectrum
 from .limits import peak_memory, require_memory
 from .linalg import (
@@ -50,9 +50,9 @@ class SpectrumOptions:
     def validate(self, n_params: int | None = None) -> None:
         """Check the options; with `n_params`, also that the problem has room for the eigenvalues asked."""
         if self.top_k < 0 or self.bottom_k < 0:
-            raise LandscapeError("--top-k and --bottom-k must be non-negative")
+            raise ParameterError(("top_k", "bottom_k"), "top_k and bottom_k must be non-negative")
         if self.per_layer is not None and self.per_layer not in ("tensor", "module"):
-            raise LandscapeError(f"unknown --per-layer unit '{self.per_layer}'; choose tensor or module")
+            raise ParameterError("per_layer", f"unknown per_layer unit '{self.per_layer}'; choose tensor or module")
         if self.top_k + self.bottom_k == 0 and not (self.trace or self.density or self.per_layer):
             raise LandscapeError(
                 "nothing to compute: --top-k and --bottom-k are 0 and neither --trace nor --density is set"
@@ -63,15 +63,21 @@ class SpectrumOptions:
             )
         validate_lanczos(self.tol, self.max_iter)
         if n_params is not None and self.max_iter < self.top_k + self.bottom_k:
-            raise LandscapeError(f"--max-iter {self.max_iter} is below the number of eigenvalues asked for")
+            raise ParameterError("max_iter", f"max_iter {self.max_iter} is below the number of eigenvalues asked for")
         if not 6 <= self.trace_hvps <= MAX_MATVECS:
-            raise LandscapeError(f"--trace-hvps must be at least 6 and at most {MAX_MATVECS:,}, got {self.trace_hvps}")
+            raise ParameterError(
+                "trace_hvps", f"trace_hvps must be at least 6 and at most {MAX_MATVECS:,}, got {self.trace_hvps}"
+            )
         if not (1 <= self.density_runs <= MAX_MATVECS and 2 <= self.density_steps <= MAX_MATVECS):
-            raise LandscapeError("--density-runs must be at least 1 and --density-steps at least 2")
+            raise ParameterError(
+                ("density_runs", "density_steps"), "density_runs must be at least 1 and density_steps at least 2"
+            )
         if self.curvature not in CURVATURES:
             raise LandscapeError(f"unknown curvature '{self.curvature}'; choose one of {', '.join(CURVATURES)}")
         if self.density_sigma is not None and not 0 < self.density_sigma < math.inf:
-            raise LandscapeError(f"--density-sigma must be positive and finite, got {self.density_sigma}")
+            raise ParameterError(
+                "density_sigma", f"density_sigma must be positive and finite, got {self.density_sigma}"
+            )
         if n_params is not None:
             # the Lanczos basis (and the density's) in float64 at most
             steps = max(self.max_iter if self.top_k + self.bottom_k else 0, self.density_steps if self.density else 0)
@@ -85,9 +91,9 @@ MAX_MATVECS = 1_000_000
 def validate_lanczos(tol: float, max_iter: int) -> None:
     """The Lanczos options every command shares."""
     if not 0 < tol < 1:
-        raise LandscapeError(f"--tol must lie in (0, 1), got {tol}")
+        raise ParameterError("tol", f"tol must lie in (0, 1), got {tol}")
     if not 1 <= max_iter <= MAX_MATVECS:
-        raise LandscapeError(f"--max-iter must be at least 1 and at most {MAX_MATVECS:,}, got {max_iter}")
+        raise ParameterError("max_iter", f"max_iter must be at least 1 and at most {MAX_MATVECS:,}, got {max_iter}")
 
 
 @dataclass

@@ -164,8 +164,8 @@ def test_each_optimizer_gets_its_edge(setting: dict, rule: str, edge: float) -> 
 @pytest.mark.parametrize(
     "setting, fragment",
     [
-        ({"lr": None}, "--lr"),
-        ({"lr": 0.1, "opt": "sam", "rho": None}, "--rho"),
+        ({"lr": None}, "pass lr"),
+        ({"lr": 0.1, "opt": "sam", "rho": None}, "pass rho"),
         ({"lr": 0.1, "opt": "asam", "rho": 0.5}, "no edge-of-stability formula"),
         ({"lr": 0.1, "opt": "eigensam", "rho": 0.05}, "no edge-of-stability formula"),
         ({"lr": 0.1, "base": "adamw"}, "adamw"),

@@ -265,7 +265,7 @@ def test_plot_of_a_checkpoint_says_it_is_no_results_file(cli):
 def test_more_samples_than_there_are_is_said(cli, tmp_path):
     result = cli("spectrum", MLP, *QUICK[2:], "--samples", "100000", "--no-plot", "--out", tmp_path / "s.h5")
     assert result.code == 0
-    assert "warning: --samples 100,000 is more than the 1,438 samples there are; using all of them" in result.err
+    assert "warning: --samples 100,000 is more than the 1,438 there are; using all of them" in result.err
 
 
 def test_missing_model_is_reported_before_an_existing_output(cli, tmp_path):

@@ -213,11 +213,11 @@ def test_state_dict_round_trip_continues_identically() -> None:
     ("kw", "message"),
     [
         ({"variant": "adam"}, "unknown SAM variant"),
-        ({"rho": 0.0}, "--rho must be positive"),
-        ({"rho": -1.0}, "--rho must be positive"),
-        ({"ascent": "sideways"}, "--ascent"),
-        ({"variant": "msam", "micro_batches": 0}, "--micro-batches"),
-        ({"clip_grad_norm": 0.0}, "--clip-grad-norm"),
+        ({"rho": 0.0}, "^rho must be positive"),
+        ({"rho": -1.0}, "^rho must be positive"),
+        ({"ascent": "sideways"}, "^ascent"),
+        ({"variant": "msam", "micro_batches": 0}, "^micro_batches"),
+        ({"clip_grad_norm": 0.0}, "^clip_grad_norm"),
     ],
 )
 def test_bad_hyper_parameters(kw, message) -> None:

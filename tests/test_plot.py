@@ -322,7 +322,7 @@ def test_colour_scale_levels():
     np.testing.assert_allclose(ColourScale(levels=10).level_values(0.0, 1.0), np.linspace(0.0, 1.0, 11))
     np.testing.assert_allclose(ColourScale(levels=4).level_values(0.05, 1.0), [0.05, 0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(ColourScale(log=True, levels=3).level_values(0.01, 1.0), [0.01, 0.1, 1.0])
-    with pytest.raises(LandscapeError, match="--vmin"):
+    with pytest.raises(LandscapeError, match="vmin"):
         ColourScale(vmin=2.0, vmax=1.0).validate()
 
 

@@ -69,9 +69,9 @@ def test_normalize_on_explicit_tensors():
     conv_d = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[3.0, 0.0], [0.0, -4.0]]]], dtype=torch.float64)  # 1, 5
     out = normalize({"conv.weight": conv_d.clone()}, {"conv.weight": conv_w}, "filter", "biasbn")
     torch.testing.assert_close(out["conv.weight"], conv_d * torch.tensor([5.0, 1.0]).view(2, 1, 1, 1).double())
-    with pytest.raises(LandscapeError, match="--norm"):
+    with pytest.raises(LandscapeError, match="unknown norm"):
         normalize(direction(), weights, "unit", "none")
-    with pytest.raises(LandscapeError, match="--ignore"):
+    with pytest.raises(LandscapeError, match="unknown ignore"):
         normalize(direction(), weights, "filter", "bn")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 
 from ..choices import MEASURES
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..hdf5 import open_results, read_attrs
 
 
@@ -52,7 +52,7 @@ def parse_increase(text: str | float | None) -> float | None:
             f"--max-increase takes a percentage like 10% or a fraction like 0.1, got '{text}'"
         ) from None
     if not (value >= 0 and math.isfinite(value)):
-        raise LandscapeError(f"--max-increase must be a finite non-negative amount, got '{text}'")
+        raise ParameterError("max_increase", f"max_increase must be a finite non-negative amount, got '{text}'")
     return value
 
 

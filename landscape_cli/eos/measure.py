@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..linalg import lanczos_extremal
 from ..problem import Problem
 from ..progress import Tracker
@@ -65,7 +65,9 @@ def micro_batch_grad_norms(problem: Problem, m: int, seed: int) -> list[float]:
     if not problem.in_memory:
         raise LandscapeError("mSAM's edge needs its micro-batches cut from data in memory, not streamed batches")
     if m < 1 or m > problem.n_samples:
-        raise LandscapeError(f"--micro-batches must be between 1 and the {problem.n_samples} samples, got {m}")
+        raise ParameterError(
+            "micro_batches", f"micro_batches must be between 1 and the {problem.n_samples} samples, got {m}"
+        )
     order = torch.randperm(problem.n_samples, generator=torch.Generator().manual_seed(seed))
     norms = []
     for part in torch.tensor_split(order, m):
@@ -91,7 +93,7 @@ def measure_checkpoint(
 ) -> EosResult:
     """Measure the sharpness the edge governs and compare it with the edge."""
     if not band > 0:
-        raise LandscapeError(f"--band must be positive, got {band}")
+        raise ParameterError("band", f"band must be positive, got {band}")
     started = time.perf_counter()
     rule = setting.rule()
     loss, gradient = problem.loss_and_gradient()

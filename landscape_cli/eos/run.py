@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..hdf5 import open_results, read_attrs
 from .setting import OptimizerSetting
 
@@ -68,7 +68,9 @@ def run_edges(path: Path, overrides: dict[str, Any]) -> RunEdges:
             raise LandscapeError(f"{log} is not a training log written by landscape train")
         table = f.get("sharpness")
         if table is None or table["step"].shape[0] == 0:
-            raise LandscapeError(f"{log} has no tracked sharpness; train with --track-sharpness-every K")
+            raise ParameterError(
+                "track_sharpness_every", f"{log} has no tracked sharpness; train with track_sharpness_every K"
+            )
         columns = {name: np.asarray(table[name][()], dtype=np.float64).reshape(-1) for name in SHARPNESS_COLUMNS}
         if len({len(c) for c in columns.values()}) != 1:
             raise LandscapeError(f"{log} is damaged: its sharpness columns differ in length")

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from . import thresholds as t
 
 #: The edge each optimizer trains at, and the formula as printed in reports.
@@ -83,7 +83,7 @@ class OptimizerSetting:
         """The name of the edge that applies, or a clear refusal."""
         self.validate()
         if self.lr is None:
-            raise LandscapeError("the learning rate is not recorded; pass --lr")
+            raise ParameterError("lr", "the learning rate is not recorded; pass lr")
         if self.base not in ("sgd", "adam"):
             raise LandscapeError(f"no edge-of-stability formula for base optimizer '{self.base}' (sgd and adam have)")
         if self.opt == "sgd":
@@ -101,7 +101,7 @@ class OptimizerSetting:
             over = f"{self.base} with Nesterov" if self.nesterov else self.base
             raise LandscapeError(f"no edge-of-stability formula for {self.opt} over {over}")
         if self.rho is None and self.opt != "ssam":
-            raise LandscapeError(f"{self.opt}'s radius is not recorded; pass --rho")
+            raise ParameterError("rho", f"{self.opt}'s radius is not recorded; pass rho")
         return self.opt
 
     def edge(self, grad_norm: float | None = None, micro_grad_norms: list[float] | None = None) -> float:

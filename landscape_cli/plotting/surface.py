@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 from scipy.interpolate import RegularGridInterpolator
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from .inputs import figure_stem
 from .style import legend_below, plain, quantity_label, source_name, styled
 from .surface_data import Surface, grid_xyz
@@ -41,14 +41,14 @@ class ColourScale:
 
     def validate(self) -> None:
         if not 2 <= self.levels <= MAX_LEVELS:
-            raise LandscapeError(f"--levels must be between 2 and {MAX_LEVELS}, got {self.levels}")
+            raise ParameterError("levels", f"levels must be between 2 and {MAX_LEVELS}, got {self.levels}")
         for name, value in (("--vmin", self.vmin), ("--vmax", self.vmax)):
             if value is not None and not np.isfinite(value):
                 raise LandscapeError(f"{name} must be a finite number, got {value}")
         if self.vmin is not None and self.vmax is not None and not self.vmin < self.vmax:
-            raise LandscapeError(f"--vmin ({self.vmin:g}) must be below --vmax ({self.vmax:g})")
+            raise ParameterError(("vmin", "vmax"), f"vmin ({self.vmin:g}) must be below vmax ({self.vmax:g})")
         if self.log and self.vmin is not None and self.vmin <= 0:
-            raise LandscapeError(f"--log needs a positive --vmin, got {self.vmin:g}")
+            raise ParameterError(("log", "vmin"), f"log needs a positive vmin, got {self.vmin:g}")
 
     def limits(self, z: np.ndarray) -> tuple[float, float]:
         """The value range the colours span: the finite data's range unless --vmin/--vmax say otherwise."""
@@ -129,7 +129,7 @@ def figure_1d(
     if labels is None:
         labels = [figure_stem(s.path) for s in surfaces]
     if len(labels) != len(surfaces):
-        raise LandscapeError(f"{len(labels)} labels for {len(surfaces)} 1D surfaces: give --label once per file")
+        raise ParameterError("label", f"{len(labels)} labels for {len(surfaces)} 1D surfaces: give label once per file")
     fig = Figure(figsize=(4.8, 3.4))
     ax = fig.subplots()
     ax_acc = _draw_1d(ax, surfaces, labels, name, log, named=given)

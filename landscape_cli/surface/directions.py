@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..hdf5 import open_results, read_attrs
 from ..problem import Problem
 from ..progress import Tracker
@@ -95,9 +95,9 @@ def normalize(
     as one filter each.
     """
     if norm not in NORMS:
-        raise LandscapeError(f"unknown --norm '{norm}'; choose {', '.join(NORMS)}")
+        raise ParameterError("norm", f"unknown norm '{norm}'; choose {', '.join(NORMS)}")
     if ignore not in IGNORES:
-        raise LandscapeError(f"unknown --ignore '{ignore}'; choose {', '.join(IGNORES)}")
+        raise ParameterError("ignore", f"unknown ignore '{ignore}'; choose {', '.join(IGNORES)}")
     for name, d in direction.items():
         w = weights[name]
         if w.dim() <= 1:
@@ -140,7 +140,9 @@ def eigen_directions_from_file(path: Path, problem: Problem, count: int) -> list
         if read_attrs(f).get("kind") != "spectrum":
             raise LandscapeError(f"{path} is not a spectrum file (written by landscape spectrum)")
         if "eigenvectors/top" not in f:
-            raise LandscapeError(f"{path} holds no eigenvectors; run landscape spectrum with --save-eigenvectors")
+            raise ParameterError(
+                "save_eigenvectors", f"{path} holds no eigenvectors; run landscape spectrum with save_eigenvectors"
+            )
         group = f["eigenvectors/top"]
         if len(group) < count:
             raise LandscapeError(f"{path} holds {len(group)} top eigenvector(s); this surface needs {count}")

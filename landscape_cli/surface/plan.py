@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..files import file_sha256
 from ..hdf5 import open_results
 from ..problem import Problem
@@ -45,7 +45,7 @@ class DirectionPlan:
 def check_norm_applies(spec: DirectionSpec, norm: str | None) -> None:
     if norm is not None and norm != "none" and spec.kind in ("interp", "file"):
         reason = "x = 1 must land on the other checkpoint" if spec.kind == "interp" else "they are reused as stored"
-        raise LandscapeError(f"--norm does not apply to {spec.kind} directions: {reason}")
+        raise ParameterError("norm", f"norm does not apply to {spec.kind} directions: {reason}")
 
 
 def plan_directions(

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..checkpoint import Checkpoint
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..limits import require_memory
 from ..problem import Problem
 from ..progress import Tracker
@@ -59,13 +59,15 @@ class SurfaceOptions:
         if x is not None and (y is not None or self.dims == 1):
             require_grid_memory(x.n * (y.n if y is not None else 1), 1)
         if self.norm is not None and self.norm not in NORMS:
-            raise LandscapeError(f"unknown --norm '{self.norm}'; choose {', '.join(NORMS)}")
+            raise ParameterError("norm", f"unknown norm '{self.norm}'; choose {', '.join(NORMS)}")
         if self.ignore not in IGNORES:
-            raise LandscapeError(f"unknown --ignore '{self.ignore}'; choose {', '.join(IGNORES)}")
+            raise ParameterError("ignore", f"unknown ignore '{self.ignore}'; choose {', '.join(IGNORES)}")
         if self.radius is not None and not 0 < self.radius < math.inf:
-            raise LandscapeError(f"--radius must be positive and finite, got {self.radius}")
+            raise ParameterError("radius", f"radius must be positive and finite, got {self.radius}")
         if self.points_per_pass != "auto" and (not isinstance(self.points_per_pass, int) or self.points_per_pass < 1):
-            raise LandscapeError(f"--points-per-pass must be auto or a whole number >= 1, got {self.points_per_pass}")
+            raise ParameterError(
+                "points_per_pass", f"points_per_pass must be auto or a whole number >= 1, got {self.points_per_pass}"
+            )
         return spec, x, y
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import LandscapeError
+from ..errors import ParameterError
 from ..progress import Tracker
 from .evaluate import PointEvaluator, points_per_pass_limit, timed
 from .grid import Grid
@@ -81,7 +81,9 @@ class Sweep:
             self.journal.record_method(stats.points_per_pass)
         else:
             if points_per_pass < 1:
-                raise LandscapeError(f"--points-per-pass must be at least 1 or auto, got {points_per_pass}")
+                raise ParameterError(
+                    "points_per_pass", f"points_per_pass must be at least 1 or auto, got {points_per_pass}"
+                )
             stats = SweepStats(points_per_pass=points_per_pass if batched_ok else 1)
             if not batched_ok and points_per_pass > 1:
                 stats.fallback_reason = "train mode with dropout is evaluated one point per pass"

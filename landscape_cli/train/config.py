@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..choices import BASES, OPTIMIZERS, SCHEDULES, TRAIN_LOSSES
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from .optimizers import ASCENTS
 
 #: Seeds lie in [0, 2^32): derived seeds (seed * 1_000_003 + epoch) must fit torch's 64-bit generator.
@@ -121,7 +121,10 @@ class TrainConfig:
             if not ok:
                 raise LandscapeError(message)
         if self.opt == "msam" and self.batch_size is not None and self.batch_size % self.micro_batches:
-            raise LandscapeError(f"--micro-batches {self.micro_batches} does not divide --batch-size {self.batch_size}")
+            raise ParameterError(
+                ("micro_batches", "batch_size"),
+                f"micro_batches {self.micro_batches} does not divide batch_size {self.batch_size}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

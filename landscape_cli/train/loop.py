@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import check_writable
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..limits import require_memory
 from ..linalg import lanczos_extremal
 from ..locks import exclusive
@@ -81,7 +81,9 @@ class Run:
         self.n = len(d)
         self.batch = self.n if config.batch_size is None else min(config.batch_size, self.n)
         if config.opt == "msam" and self.batch % config.micro_batches:
-            raise LandscapeError(f"--micro-batches {config.micro_batches} does not divide the batch of {self.batch}")
+            raise ParameterError(
+                "micro_batches", f"micro_batches {config.micro_batches} does not divide the batch of {self.batch}"
+            )
         self.steps_per_epoch = math.ceil(self.n / self.batch)
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch  # type: ignore[operator]
         self.eval_every = config.eval_every or self.steps_per_epoch
@@ -123,7 +125,7 @@ class Run:
         lr = self.optimizer.param_groups[0]["lr"]
         loss = float(self.optimizer.step(closure))
         if not math.isfinite(loss):
-            raise LandscapeError(f"the training loss became {loss} at step {self.step}; lower --lr")
+            raise ParameterError("lr", f"the training loss became {loss} at step {self.step}; lower lr")
         self.scheduler.step()
         self.step += 1
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr}

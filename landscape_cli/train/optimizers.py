@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 
 VARIANTS = ("sam", "asam", "ssam", "msam", "eigensam", "usam")
 ASCENTS = ("normalized", "unnormalized")
@@ -88,15 +88,15 @@ class SharpnessAware(torch.optim.Optimizer):
         if variant not in VARIANTS:
             raise LandscapeError(f"unknown SAM variant '{variant}'; choose one of {', '.join(VARIANTS)}")
         if not rho > 0:
-            raise LandscapeError(f"--rho must be positive, got {rho}")
+            raise ParameterError("rho", f"rho must be positive, got {rho}")
         if ascent not in ASCENTS:
-            raise LandscapeError(f"--ascent must be normalized or unnormalized, got '{ascent}'")
+            raise ParameterError("ascent", f"ascent must be normalized or unnormalized, got '{ascent}'")
         if micro_batches < 1:
-            raise LandscapeError(f"--micro-batches must be at least 1, got {micro_batches}")
+            raise ParameterError("micro_batches", f"micro_batches must be at least 1, got {micro_batches}")
         if variant == "eigensam" and (eigen_iters < 1 or eigen_every < 1):
-            raise LandscapeError("--eigen-iters and --eigen-every must be at least 1")
+            raise ParameterError(("eigen_iters", "eigen_every"), "eigen_iters and eigen_every must be at least 1")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise LandscapeError(f"--clip-grad-norm must be positive, got {clip_grad_norm}")
+            raise ParameterError("clip_grad_norm", f"clip_grad_norm must be positive, got {clip_grad_norm}")
         self.base = base
         self.variant, self.rho, self.ascent = variant, float(rho), ascent
         self.micro_batches = micro_batches if variant == "msam" else 1

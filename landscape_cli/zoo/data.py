@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 from ..files import require_regular_file, verify_archive
 from ..limits import require_memory
 from .entrypoints import is_entrypoint, resolve_entrypoint
@@ -316,7 +316,7 @@ class Arrays:
 def _npy_arrays(path: Path, split: str, kwargs: dict[str, Any]) -> Arrays:
     """`inputs.npy` with `--data-arg targets=targets.npy`, both memory-mapped."""
     if split == "test":
-        raise LandscapeError(f"{path} is one array; it has no test split (use --split all or train)")
+        raise ParameterError("split", f"{path} is one array; it has no test split (use split all or train)")
     unknown = sorted(set(kwargs) - {"targets", "limit"})
     if unknown:
         raise LandscapeError(f"data file {path}: unknown argument(s) {', '.join(unknown)}; it takes targets=FILE.npy")
