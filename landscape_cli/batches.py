@@ -37,9 +37,6 @@ class Batch:
             return model(**self.kwargs, **{LABELS: self.target})
         return model(*self.args, **self.kwargs)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> Batch:
-        return as_batch(move(self.raw, device, dtype))
-
 
 def move(structure: Any, device: torch.device, dtype: torch.dtype) -> Any:
     """The structure on `device`; floating tensors in `dtype`, other dtypes kept."""
@@ -97,20 +94,7 @@ def batch_size_of(structure: Any) -> int:
 
 def take(structure: Any, n: int) -> Any:
     """The first `n` samples of a batch (every tensor with the batch's leading size is cut)."""
-    size = batch_size_of(structure)
-
-    def cut(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value[:n] if value.dim() > 0 and value.shape[0] == size else value
-        if isinstance(value, Mapping):
-            return {k: cut(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [cut(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(cut(v) for v in value)
-        return value
-
-    return cut(structure)
+    return rows(structure, 0, n)
 
 
 def rows(structure: Any, start: int, size: int) -> Any:
