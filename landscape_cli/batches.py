@@ -8,7 +8,7 @@ device keeping integer dtypes (token ids stay int64): only floating tensors foll
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,26 +31,39 @@ class Batch:
     size: int
     raw: Any
 
-    def call(self, model: Any, with_labels: bool = False) -> Any:
-        """The model's output on this batch; HF models compute their own loss when given the labels."""
+    def model_kwargs(self, with_labels: bool = False) -> dict[str, Any]:
+        """The model's keyword arguments; with the labels for HF models that compute their own loss."""
         if with_labels and self.target is not None and not self.args:
-            return model(**self.kwargs, **{LABELS: self.target})
-        return model(*self.args, **self.kwargs)
+            return {**self.kwargs, LABELS: self.target}
+        return self.kwargs
+
+    def call(self, model: Any, with_labels: bool = False) -> Any:
+        """The model's output on this batch."""
+        return model(*self.args, **self.model_kwargs(with_labels))
+
+
+def map_tensors(structure: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """The structure (tensors in dicts, lists and tuples, nested) with `fn` applied to every tensor."""
+    if isinstance(structure, torch.Tensor):
+        return fn(structure)
+    if isinstance(structure, Mapping):
+        return {k: map_tensors(v, fn) for k, v in structure.items()}
+    if isinstance(structure, list):
+        return [map_tensors(v, fn) for v in structure]
+    if isinstance(structure, tuple):
+        return tuple(map_tensors(v, fn) for v in structure)
+    return structure
 
 
 def move(structure: Any, device: torch.device, dtype: torch.dtype) -> Any:
     """The structure on `device`; floating tensors in `dtype`, other dtypes kept."""
-    if isinstance(structure, torch.Tensor):
-        if structure.is_floating_point():
-            return structure.to(device=device, dtype=dtype, non_blocking=True)
-        return structure.to(device=device, non_blocking=True)
-    if isinstance(structure, Mapping):
-        return {k: move(v, device, dtype) for k, v in structure.items()}
-    if isinstance(structure, list):
-        return [move(v, device, dtype) for v in structure]
-    if isinstance(structure, tuple):
-        return tuple(move(v, device, dtype) for v in structure)
-    return structure
+
+    def to(t: torch.Tensor) -> torch.Tensor:
+        if t.is_floating_point():
+            return t.to(device=device, dtype=dtype, non_blocking=True)
+        return t.to(device=device, non_blocking=True)
+
+    return map_tensors(structure, to)
 
 
 def as_batch(structure: Any) -> Batch:
@@ -100,19 +113,7 @@ def take(structure: Any, n: int) -> Any:
 def rows(structure: Any, start: int, size: int) -> Any:
     """Samples start .. start + size of a batch, in its structure."""
     total = batch_size_of(structure)
-
-    def cut(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value[start : start + size] if value.dim() > 0 and value.shape[0] == total else value
-        if isinstance(value, Mapping):
-            return {k: cut(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [cut(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(cut(v) for v in value)
-        return value
-
-    return cut(structure)
+    return map_tensors(structure, lambda t: t[start : start + size] if t.dim() > 0 and t.shape[0] == total else t)
 
 
 def nbytes(structure: Any) -> int:

@@ -162,9 +162,6 @@ class CrossEntropy(Loss):
             nll = (1 - self.label_smoothing) * nll + self.label_smoothing * (lse - outputs.mean(-1))
         return (nll * valid).flatten(1).sum(-1), valid.sum()
 
-    def record(self) -> str:
-        return self.name
-
 
 class _Elementwise(Loss):
     """Losses over every output element, per sample the sum (half_sse) or the mean (mse, bce) of its elements."""

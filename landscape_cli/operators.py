@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .batches import Batch, as_batch
+from .batches import Batch, as_batch, map_tensors
 from .batches import rows as rows_of
 from .choices import CURVATURES
 from .errors import LandscapeError, ParameterError
 from .losses import logits_of
-from .problem import Problem
+from .problem import Problem, positive_count
 
 KINDS = CURVATURES
 #: Per-sample gradients held at once by the Fisher (rows x parameters x bytes).
@@ -144,9 +144,7 @@ class CurvatureOperator:
                 gv, batch_count = self._ggn_batch(batch, tangent)
             total += gv
             count += batch_count
-        if not count > 0:
-            raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
-        return total / count
+        return total / positive_count(count)
 
     def _ggn_batch(self, batch: Batch, tangent: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
         p = self.problem
@@ -182,9 +180,7 @@ class CurvatureOperator:
                     grads, part_count = self._per_sample_gradients(part)
                     total += grads.T @ (grads @ v)
                     count += part_count
-        if not count > 0:
-            raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
-        return total * (p.n_samples / count**2)
+        return total * (p.n_samples / positive_count(count) ** 2)
 
     def _per_sample_gradients(self, batch: Batch) -> tuple[torch.Tensor, float]:
         """(B, n) gradients of each sample's loss sum, by vmap where the model allows, else one by one."""
@@ -211,19 +207,9 @@ class CurvatureOperator:
         raw = batch.raw
 
         def one_sample(q: dict[str, torch.Tensor], sample: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            single = as_batch(_unsqueeze(sample))
+            single = as_batch(map_tensors(sample, lambda t: t.unsqueeze(0)))
             return grad(lambda r: p._loss_sum(r, single), has_aux=True)(q)
 
         grads, counts = vmap(one_sample, in_dims=(None, 0), randomness="same")(params, raw)
         flat = torch.cat([grads[k].reshape(batch.size, -1) for k in p.layout.names], dim=1)
         return flat, float(counts.sum())
-
-
-def _unsqueeze(structure: Any) -> Any:
-    if isinstance(structure, torch.Tensor):
-        return structure.unsqueeze(0)
-    if isinstance(structure, dict):
-        return {k: _unsqueeze(v) for k, v in structure.items()}
-    if isinstance(structure, tuple | list):
-        return type(structure)(_unsqueeze(v) for v in structure)
-    return structure

@@ -329,9 +329,7 @@ class Problem:
 
     # -- the pure function ------------------------------------------------------------------
     def _loss_sum(self, params: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs = dict(batch.kwargs)
-        if self.loss.passes_labels and batch.target is not None and not batch.args:
-            kwargs["labels"] = batch.target
+        kwargs = batch.model_kwargs(self.loss.passes_labels)
         out = functional_call(self.model, (params, self.buffers), batch.args, kwargs)
         return self.loss.sum_and_count(out, batch)
 
@@ -359,9 +357,7 @@ class Problem:
         loss_sum, count, correct, judged = 0.0, 0.0, 0, 0
         for index, batch in self.batches():
             with self.chunk_context(index):
-                kwargs = dict(batch.kwargs)
-                if self.loss.passes_labels and batch.target is not None and not batch.args:
-                    kwargs["labels"] = batch.target
+                kwargs = batch.model_kwargs(self.loss.passes_labels)
                 out = functional_call(self.model, (params, self.buffers), batch.args, kwargs)
             if isinstance(out, torch.Tensor) and not isinstance(self.loss, FunctionLoss):
                 sums, batch_count = self.loss.many(out.unsqueeze(0), batch)
@@ -374,7 +370,7 @@ class Problem:
             if hits is not None:
                 correct += int(hits[0][0])
                 judged += int(hits[1])
-        result = {"loss": loss_sum / _positive(count)}
+        result = {"loss": loss_sum / positive_count(count)}
         if judged:
             result["accuracy"] = 100.0 * correct / judged
         return result
@@ -391,7 +387,7 @@ class Problem:
             total += self._flatten_grads(leaves, grads)
             loss_sum += float(value.detach())
             count += float(batch_count)
-        count = _positive(count)
+        count = positive_count(count)
         return loss_sum / count, total / count
 
     # -- Hessian-vector products ----------------------------------------------------------------
@@ -590,7 +586,7 @@ class Problem:
                 total += hv
                 count += batch_count
         self.hvp_calls += 1
-        return total / _positive(count)
+        return total / positive_count(count)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -618,7 +614,8 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def _positive(count: float) -> float:
+def positive_count(count: float) -> float:
+    """The total count a mean divides by; none at all is the data's fault (every target ignored)."""
     if not count > 0:
         raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
     return count

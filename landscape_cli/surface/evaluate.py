@@ -19,9 +19,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..batches import Batch
-from ..errors import LandscapeError
 from ..losses import FunctionLoss, ModelLoss, logits_of
-from ..problem import Problem
+from ..problem import Problem, positive_count
 from .directions import Direction
 from .first_layer import FirstLayerCache
 
@@ -225,9 +224,7 @@ class _Totals:
 
     def values(self, metrics: tuple[str, ...]) -> np.ndarray:
         out = np.empty((len(self.loss_sums), len(metrics)))
-        if not self.count > 0:
-            raise LandscapeError("the loss counted no targets in the data (every target ignored?)")
-        out[:, 0] = (self.loss_sums / self.count).cpu().numpy()
+        out[:, 0] = (self.loss_sums / positive_count(self.count)).cpu().numpy()
         if "accuracy" in metrics:
             out[:, 1] = (100.0 * self.correct.double() / max(self.judged, 1)).cpu().numpy()
         return out
