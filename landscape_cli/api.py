@@ -15,6 +15,7 @@ The commands are built on these objects (`check`, `compare`) and on the same com
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -106,12 +107,14 @@ class Landscape:
         split: str = "train",
         optimizer: OptimizerSetting | None = None,
         optimizer_state: dict[str, Any] | None = None,
+        other_split: Callable[[str], Problem] | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.problem = problem
         self.split = split
         self.optimizer = optimizer
         self.optimizer_state = optimizer_state
+        self._other_split = other_split  # a checkpoint's data can give its other splits alike; a live one cannot
 
     def __repr__(self) -> str:
         source = self.checkpoint.path or "a live module"
@@ -170,18 +173,28 @@ class Landscape:
         y: str | None = None,
         out: str | Path | None = None,
         overwrite: bool = False,
+        resume: bool = False,
+        also_splits: Sequence[str] = (),
         seed: int | None = None,
         tracker: Tracker | None = None,
+        command: list[str] | None = None,
         **options: Any,
     ) -> SurfaceResult:
-        """A 1D or 2D loss surface (x, y as 'MIN:MAX:N'); written to `out` when given, else its arrays are
-        only returned. Extra keyword arguments are `SurfaceOptions` fields (norm, ignore, radius, ...)."""
+        """A 1D or 2D loss surface (x, y as 'MIN:MAX:N'); written to `out` when given (`resume` continues a
+        stopped sweep into it), else its arrays are only returned. `also_splits` ('test') sweeps other splits of
+        a loaded checkpoint's data on the same grid. Extra keyword arguments are `SurfaceOptions` fields (norm,
+        ignore, radius, ...)."""
         spec = SurfaceOptions(dims=dims, dirs=dirs, x=x, y=y, seed=self._seed(seed), **options)
         problems = {self.split: self.problem}
+        for name in also_splits:
+            if self._other_split is None:
+                raise ParameterError("also_splits", "needs a loaded checkpoint whose data has splits")
+            problems.setdefault(name, self._other_split(name))
+        run = {"overwrite": overwrite, "resume": resume, "command": command, "tracker": tracker}
         if out is not None:
-            return compute_surface(self.checkpoint, problems, spec, Path(out), overwrite=overwrite, tracker=tracker)
+            return compute_surface(self.checkpoint, problems, spec, Path(out), **run)
         with tempfile.TemporaryDirectory() as tmp:
-            return compute_surface(self.checkpoint, problems, spec, Path(tmp) / "surface.h5", tracker=tracker)
+            return compute_surface(self.checkpoint, problems, spec, Path(tmp) / "surface.h5", **run)
 
     def eos(
         self,
@@ -330,9 +343,9 @@ def landscape_of(
     hvp: str = "auto",
 ) -> Landscape:
     """A loaded checkpoint on its data, with the optimizer it records (what `load` and the commands share)."""
-    problem = problem_from_checkpoint(
+    alike = functools.partial(
+        problem_from_checkpoint,
         ckpt,
-        split=split,
         samples=samples,
         batch_size=batch_size,
         device=device,
@@ -344,10 +357,11 @@ def landscape_of(
     record = ckpt.optimizer or {}
     return Landscape(
         ckpt,
-        problem,
+        alike(split=split),
         split=split or str((ckpt.data or {}).get("split", "train")),
         optimizer=OptimizerSetting.from_checkpoint(record) if record.get("name") else None,
         optimizer_state=record.get("state"),
+        other_split=lambda name: alike(split=name),
     )
 
 

@@ -116,6 +116,12 @@ def rows(structure: Any, start: int, size: int) -> Any:
     return map_tensors(structure, lambda t: t[start : start + size] if t.dim() > 0 and t.shape[0] == total else t)
 
 
+def select(structure: Any, index: torch.Tensor) -> Any:
+    """The samples at `index` (a 1-D index tensor on the batch's device) of a batch, in its structure."""
+    total = batch_size_of(structure)
+    return map_tensors(structure, lambda t: t[index] if t.dim() > 0 and t.shape[0] == total else t)
+
+
 def nbytes(structure: Any) -> int:
     if isinstance(structure, torch.Tensor):
         return structure.numel() * structure.element_size()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
+import functools
 import os
 import re
 import sys
@@ -89,6 +91,25 @@ def peak_memory(device: Any) -> dict[str, int | None]:
 
         gpu = int(torch.cuda.max_memory_allocated(device))
     return {"host_peak_bytes": host, "device_peak_bytes": gpu}
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim  # the C library the process already has loaded
+    return None
+
+
+def release_free_host_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim) after a throw-away graph.
+
+    glibc keeps freed blocks of large autograd buffers in its heap, so a probe or calibration graph
+    would otherwise stay in the resident set for the rest of the run (0.25 GB of a ResNet-18 run's peak
+    at 32 images). Changes no setting; a no-op where there is no glibc."""
+    if sys.platform.startswith("linux"):
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
 
 
 def human(nbytes: float) -> str:

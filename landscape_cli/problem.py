@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from .batches import Batch, as_batch, move, rows, take
+from .batches import Batch, as_batch, move, rows, select, take
 from .errors import LandscapeError, LandscapeWarning, ParameterError
-from .limits import max_memory
+from .limits import max_memory, release_free_host_memory
 from .losses import FunctionLoss, Loss, logits_of, resolve_loss
 from .sources import BatchSource, as_source
 from .zoo.data import Dataset
@@ -40,6 +40,9 @@ ASYMMETRY_LIMIT = 1e-3
 GRAPH_PROBE_SAMPLES = 16
 #: The share of the memory limit (CPU) or of free GPU memory one batch's gradient graph may take.
 GRAPH_BUDGET_FRACTION = 0.25
+#: From this many parameters, free heap pages go back to the system before each product (a ResNet-18's peak
+#: resident memory falls by about 0.15 GB; the trim takes well under a millisecond).
+TRIM_EACH_PRODUCT_PARAMS = 1_000_000
 #: Samples used to time the two HVP methods against each other.
 CALIBRATION_SAMPLES = 128
 #: ... and at least this many, however few samples there are.
@@ -256,6 +259,7 @@ class Problem:
             return
         self._graph_fitted = True
         self.graph_bytes_per_sample = self._graph_bytes_per_sample()
+        release_free_host_memory()  # the probe's graph
         limit = max(1, int(graph_budget(self.device) // max(self.graph_bytes_per_sample, 1.0)))
         largest = self.batch_size if self.source is None else self.first_batch().size
         if limit >= largest:
@@ -389,6 +393,31 @@ class Problem:
             count += float(batch_count)
         count = positive_count(count)
         return loss_sum / count, total / count
+
+    def group_gradients(self, groups: torch.Tensor, n_groups: int) -> list[torch.Tensor]:
+        """The mean-loss gradient of each group of samples at the checkpoint, in one pass over the data.
+
+        `groups[i]` is the group of the i-th sample in the problem's order, so a streamed source is cut the
+        same way as data in memory (mSAM's micro-batches: parts of a seeded permutation)."""
+        if groups.shape != (self.n_samples,):
+            raise ParameterError(
+                "groups", f"must hold one group per sample ({self.n_samples}), got {tuple(groups.shape)}"
+            )
+        leaves = {k: t.detach().requires_grad_(True) for k, t in self._point(None).items()}
+        totals = [torch.zeros(self.n_params, device=self.device, dtype=self.dtype) for _ in range(n_groups)]
+        counts = [0.0] * n_groups
+        position = 0
+        for index, batch in self.batches():
+            ids = groups[position : position + batch.size].to(self.device)
+            position += batch.size
+            for group in ids.unique().tolist():
+                piece = as_batch(select(batch.raw, (ids == group).nonzero().squeeze(1)))
+                with self.chunk_context(index), torch.enable_grad():
+                    value, count = self._loss_sum(leaves, piece)
+                    grads = torch.autograd.grad(value, tuple(leaves.values()), allow_unused=True)
+                totals[group] += self._flatten_grads(leaves, grads)
+                counts[group] += float(count)
+        return [total.div_(positive_count(count)) for total, count in zip(totals, counts, strict=True)]
 
     # -- Hessian-vector products ----------------------------------------------------------------
     def _hvp_jvp(self, params: dict[str, torch.Tensor], v: dict[str, torch.Tensor], batch: Batch) -> tuple:
@@ -531,6 +560,7 @@ class Problem:
             self.hvp_method = FINITE_DIFFERENCE
             return self.hvp_method
         self.hvp_method = min(self.hvp_timings, key=self.hvp_timings.__getitem__)
+        release_free_host_memory()  # the calibration graphs
         return self.hvp_method
 
     def _require_symmetric(self, method: str, params: dict, batch: Batch) -> None:
@@ -571,22 +601,24 @@ class Problem:
         """H v for the Hessian of the mean loss at `w` (default: the checkpoint), as a flat vector."""
         method = method or self.choose_hvp_method()
         self.fit_graph_to_budget()
+        if self.n_params >= TRIM_EACH_PRODUCT_PARAMS:
+            release_free_host_memory()  # the last product's buffers, before this one's
         params = self._point(w)
         tangent = self.layout.unflatten(v.to(self.device, self.dtype))
-        total = torch.zeros(self.n_params, device=self.device, dtype=self.dtype)
         if self._caches_graph(method, w):
             graph = self._cached_graph()
             with self.chunk_context(0):
-                total += self._hvp_from_graph(graph, tangent, keep=True)
+                total = self._hvp_from_graph(graph, tangent, keep=True)
             count = graph[2]
         else:
-            count = 0.0
+            total, count = torch.zeros(self.n_params, device=self.device, dtype=self.dtype), 0.0
             for index, batch in self.batches():
                 hv, batch_count = self._hvp_batch(method, params, tangent, batch, index)
                 total += hv
                 count += batch_count
+                del hv  # before the next batch's graph
         self.hvp_calls += 1
-        return total / positive_count(count)
+        return total.div_(positive_count(count))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -54,12 +54,14 @@ class SpectrumOptions:
         if self.per_layer is not None and self.per_layer not in ("tensor", "module"):
             raise ParameterError("per_layer", f"unknown per_layer unit '{self.per_layer}'; choose tensor or module")
         if self.top_k + self.bottom_k == 0 and not (self.trace or self.density or self.per_layer):
-            raise LandscapeError(
-                "nothing to compute: --top-k and --bottom-k are 0 and neither --trace nor --density is set"
+            raise ParameterError(
+                ("top_k", "bottom_k", "trace", "density"),
+                "nothing to compute: top_k and bottom_k are 0 and neither trace nor density is set",
             )
         if n_params is not None and self.top_k + self.bottom_k > n_params:
-            raise LandscapeError(
-                f"--top-k {self.top_k} plus --bottom-k {self.bottom_k} exceeds the number of parameters ({n_params})"
+            raise ParameterError(
+                ("top_k", "bottom_k"),
+                f"top_k {self.top_k} plus bottom_k {self.bottom_k} exceeds the number of parameters ({n_params})",
             )
         validate_lanczos(self.tol, self.max_iter)
         if n_params is not None and self.max_iter < self.top_k + self.bottom_k:

@@ -132,3 +132,17 @@ def test_bad_input_is_a_landscape_error(tiny) -> None:
         scape.check()
     with pytest.raises(ls.LandscapeError, match="file not found|no such file"):
         ls.load("missing.pt")
+
+
+def test_a_loaded_surface_sweeps_other_splits_on_the_same_grid(tiny) -> None:
+    """What `landscape surface` does for train and test: the test split's centre is its own loss; a live module
+    has no other splits."""
+    land = ls.load(CKPT, samples=120, device="cpu")
+    result = land.surface(x="-0.5:0.5:3", also_splits=["test"], seed=1)
+    assert result.splits == ["train", "test"]
+    test_loss = ls.load(CKPT, split="test", samples=120, device="cpu").loss()
+    assert result.arrays["test_loss"][1] == pytest.approx(test_loss, rel=1e-6)
+    assert result.arrays["train_loss"][1] == pytest.approx(land.loss(), rel=1e-6)
+    model, data, _ = tiny
+    with pytest.raises(ls.LandscapeError, match="also_splits needs a loaded checkpoint"):
+        ls.wrap(model, data).surface(x="-1:1:3", also_splits=["test"])

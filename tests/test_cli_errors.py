@@ -249,13 +249,13 @@ def test_failure_while_writing_leaves_old_files_and_no_temp_files(cli, local_mlp
 
 
 def test_debug_environment_variable_shows_the_traceback(mlp_ckpt, tmp_path, monkeypatch):
-    import landscape_cli.session as session
+    import landscape_cli.api as api
     from landscape_cli.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(session, "problem_from_checkpoint", broken)
+    monkeypatch.setattr(api, "problem_from_checkpoint", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LANDSCAPE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="a bug"):

@@ -459,12 +459,12 @@ def test_bad_input_exits_2_before_any_work(cli, tmp_path, monkeypatch, args, fra
 
 
 def test_an_internal_error_is_exit_3_with_the_traceback_behind_debug(cli, tmp_path, monkeypatch):
-    import landscape_cli.spectrum as spectrum
+    import landscape_cli.api as api
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(spectrum, "compute_spectrum", broken)
+    monkeypatch.setattr(api, "compute_spectrum", broken)
     monkeypatch.chdir(tmp_path)
     result = cli("spectrum", MLP, *QUICK)
     assert result.code == 3 and "internal error" in result.err and "--debug" in result.err

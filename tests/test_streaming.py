@@ -234,3 +234,22 @@ def test_token_ids_from_a_file_stay_integers(tmp_path, cli) -> None:
     logits = module.build().double()(x)
     expected = F.cross_entropy(logits.reshape(-1, 9), y.reshape(-1), ignore_index=-100)
     assert payload["loss"] == pytest.approx(float(expected.detach()), rel=1e-10)
+
+
+@pytest.mark.parametrize("batch_size", [97, 4096])
+def test_msam_micro_batch_gradients_from_streamed_data(reference, batch_size) -> None:
+    """mSAM's edge needs the gradient norm of each micro-batch (a seeded permutation cut in m parts): streamed
+    batches give the norms computed directly on each part's samples, as data in memory does."""
+    from landscape_cli.eos.measure import micro_batch_grad_norms
+
+    problem, _ = reference
+    order = torch.randperm(4096, generator=torch.Generator().manual_seed(5))
+    expected = []
+    for part in torch.tensor_split(order, 3):
+        net = model().double()
+        F.cross_entropy(net(problem.x[part]), problem.y[part]).backward()
+        expected.append(float(torch.cat([p.grad.reshape(-1) for p in net.parameters()]).norm()))
+    streamed = Problem(model(), Lazy(), "cross_entropy", dtype=torch.float64, batch_size=batch_size, samples=4096)
+    assert micro_batch_grad_norms(streamed, 3, seed=5) == pytest.approx(expected, rel=1e-10)
+    assert micro_batch_grad_norms(problem, 3, seed=5) == pytest.approx(expected, rel=1e-10)
+    assert len(set(expected)) == 3  # three different parts, so a wrong cut could not pass

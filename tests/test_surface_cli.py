@@ -847,7 +847,7 @@ BAD = {
     "N not whole": (["--x", "-1:1:5.5"], ["--x", "N must be a whole number"]),
     "two parts": (["--x", "-1:1"], ["--x", "MIN:MAX:N"]),
     "infinite": (["--x", "-inf:1:5"], ["--x", "finite"]),
-    "y without 2d": (["--y", "-1:1:5"], ["--y needs --2d"]),
+    "y without 2d": (["--y", "-1:1:5"], ["--y needs a 2D surface"]),
     "1d and 2d": (["--1d", "--2d"], ["--1d and --2d exclude each other"]),
     "unknown kind": (["--dirs", "hessian"], ["unknown direction kind 'hessian'"]),
     "random with argument": (["--dirs", "random:3"], ["--dirs random takes no argument"]),

@@ -34,7 +34,7 @@ def parse_measures(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in MEASURES]
     if unknown or not names:
-        raise LandscapeError(f"--what takes a comma-separated list of {', '.join(MEASURES)}, got '{text}'")
+        raise ParameterError("what", f"takes a comma-separated list of {', '.join(MEASURES)}, got '{text}'")
     return list(dict.fromkeys(names))
 
 
@@ -48,8 +48,8 @@ def parse_increase(text: str | float | None) -> float | None:
         else:
             value = float(text)
     except ValueError:
-        raise LandscapeError(
-            f"--max-increase takes a percentage like 10% or a fraction like 0.1, got '{text}'"
+        raise ParameterError(
+            "max_increase", f"takes a percentage like 10% or a fraction like 0.1, got '{text}'"
         ) from None
     if not (value >= 0 and math.isfinite(value)):
         raise ParameterError("max_increase", f"max_increase must be a finite non-negative amount, got '{text}'")
@@ -162,7 +162,9 @@ def measures_of_file(path: Path, what: list[str]) -> tuple[str, dict[str, float]
             raise LandscapeError(f"{path} is a '{kind}' file; compare takes spectrum, surface or eos files")
     missing = [m for m in what if m not in values]
     if missing:
-        raise LandscapeError(f"{path} ({kind}) holds no {', '.join(missing)}; choose --what from {', '.join(values)}")
+        raise ParameterError(
+            "what", f"{path} ({kind}) holds no {', '.join(missing)}; choose what from {', '.join(values)}"
+        )
     names = {"top": "top Hessian eigenvalue", "bottom": "bottom Hessian eigenvalue", "trace": "Hessian trace",
              "eos": "sharpness / edge of stability", "surface": "mean loss rise at the radius"}  # fmt: skip
     return str(kind), {m: values[m] for m in what}, {m: names[m] for m in what}, settings

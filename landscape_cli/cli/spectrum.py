@@ -1,5 +1,6 @@
 """`landscape spectrum`: extremal eigenvalues, trace and density of a checkpoint's Hessian."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -119,12 +120,12 @@ def spectrum_command(
     Writes a table (or JSON) to stdout, an HDF5 file with every number and its provenance, and a
     PNG figure.
     """
+    from ..api import landscape_of
     from ..plotting import draw_spectrum
     from ..progress import progress_bar
     from ..report import print_spectrum, spectrum_dict
     from ..results import provenance, write_spectrum_file
-    from ..session import problem_from_checkpoint
-    from ..spectrum import SpectrumOptions, compute_spectrum
+    from ..spectrum import SpectrumOptions
     from ..text import print_json
 
     h5_path, png_path = default_outputs(checkpoint, out)
@@ -164,19 +165,9 @@ def spectrum_command(
     if split is not None and ckpt.data is not None:
         ckpt.data = {**ckpt.data, "split": split}  # the provenance names the split that was used
     with claim_outputs(outputs, inputs + c.recorded_inputs(ckpt), overwrite):
-        problem = problem_from_checkpoint(
-            ckpt,
-            split=split,
-            samples=samples,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            train_mode=train_mode,
-            hvp=hvp,
-            seed=seed,
-        )
+        land = landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
         with progress_bar(quiet) as tracker:
-            result = compute_spectrum(problem, options, tracker)
+            result = land.spectrum(**dataclasses.asdict(options), tracker=tracker)
         written = {"results": str(h5_path)}
         # Both files appear together or not at all: the figure is drawn from the unrenamed HDF5 file.
         with atomic_path(h5_path, overwrite=overwrite) as h5_tmp:

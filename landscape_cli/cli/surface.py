@@ -1,5 +1,6 @@
 """`landscape surface`: a 1D or 2D loss surface around a checkpoint, written as Li et al.'s HDF5 file."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -141,10 +142,10 @@ def surface_command(
     stored directions: loss (and accuracy) on a 1D line or a 2D grid, written as Li et al.'s HDF5
     file with the directions, a sharpness summary and provenance. Draw it with `landscape plot`.
     """
+    from ..api import landscape_of
     from ..progress import progress_bar
     from ..report import print_surface, surface_dict
-    from ..session import problem_from_checkpoint
-    from ..surface import SurfaceOptions, compute_surface
+    from ..surface import SurfaceOptions
     from ..surface.store import check_partial_files, partial_paths
     from ..text import print_json
 
@@ -188,32 +189,19 @@ def surface_command(
     check_partial_files(path, inputs)
     splits = _splits(split, ckpt.data)
     with claim_outputs([path], inputs + c.recorded_inputs(ckpt), overwrite or resume):
-        problems = {
-            name: problem_from_checkpoint(
-                ckpt,
-                split=name,
-                samples=samples,
-                batch_size=batch_size,
-                device=device,
-                dtype=dtype,
-                train_mode=train_mode,
-                seed=seed,
-            )
-            for name in splits
-        }
+        land = landscape_of(ckpt, splits[0], samples, batch_size, device, dtype, seed, train_mode)
         if ckpt.data is not None:
             ckpt.data = {**ckpt.data, "split": splits[0]}
         with progress_bar(quiet) as tracker:
             try:
-                result = compute_surface(
-                    ckpt,
-                    problems,
-                    options,
-                    path,
+                result = land.surface(
+                    also_splits=splits[1:],
+                    out=path,
                     resume=resume,
                     overwrite=overwrite,
                     command=c.command_line(),
                     tracker=tracker,
+                    **dataclasses.asdict(options),
                 )
             except (KeyboardInterrupt, Terminated):
                 if header.exists():

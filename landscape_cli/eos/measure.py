@@ -13,7 +13,6 @@ from ..errors import LandscapeError, ParameterError
 from ..linalg import lanczos_extremal
 from ..problem import Problem
 from ..progress import Tracker
-from ..zoo.data import Dataset
 from .setting import OptimizerSetting, verdict
 
 
@@ -61,23 +60,17 @@ def adam_preconditioner(optimizer_state: dict[str, Any] | None, problem: Problem
 
 
 def micro_batch_grad_norms(problem: Problem, m: int, seed: int) -> list[float]:
-    """Gradient norms of the m micro-batches (a seeded permutation of the samples cut in m parts)."""
-    if not problem.in_memory:
-        raise LandscapeError("mSAM's edge needs its micro-batches cut from data in memory, not streamed batches")
+    """Gradient norms of the m micro-batches (a seeded permutation of the samples cut in m parts), for data in
+    memory and streamed alike."""
     if m < 1 or m > problem.n_samples:
         raise ParameterError(
             "micro_batches", f"micro_batches must be between 1 and the {problem.n_samples} samples, got {m}"
         )
     order = torch.randperm(problem.n_samples, generator=torch.Generator().manual_seed(seed))
-    norms = []
-    for part in torch.tensor_split(order, m):
-        idx = part.to(problem.device)
-        data = Dataset(problem.x[idx].cpu(), problem.y[idx].cpu())
-        sub = Problem(problem.model, data, problem.loss_name, device=problem.device, dtype=problem.dtype)
-        sub.w.copy_(problem.w)
-        _, gradient = sub.loss_and_gradient()
-        norms.append(float(gradient.double().norm()))
-    return norms
+    part_of = torch.empty(problem.n_samples, dtype=torch.long)
+    for part, members in enumerate(torch.tensor_split(order, m)):
+        part_of[members] = part
+    return [float(gradient.double().norm()) for gradient in problem.group_gradients(part_of, m)]
 
 
 def measure_checkpoint(

@@ -69,15 +69,15 @@ class OptimizerSetting:
     def validate(self) -> None:
         """Every value in range, whether or not the rule uses it (a bad value given is a mistake either way)."""
         checks = [
-            (self.lr is None or 0 < self.lr < math.inf, f"--lr must be positive and finite, got {self.lr}"),
-            (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
-            (0 <= self.beta1 < 1, f"--beta1 must lie in [0, 1), got {self.beta1}"),
-            (self.rho is None or 0 < self.rho < math.inf, f"--rho must be positive and finite, got {self.rho}"),
-            (self.micro_batches >= 1, f"--micro-batches must be at least 1, got {self.micro_batches}"),
+            (self.lr is None or 0 < self.lr < math.inf, "lr", f"must be positive and finite, got {self.lr}"),
+            (0 <= self.momentum < 1, "momentum", f"must lie in [0, 1), got {self.momentum}"),
+            (0 <= self.beta1 < 1, "beta1", f"must lie in [0, 1), got {self.beta1}"),
+            (self.rho is None or 0 < self.rho < math.inf, "rho", f"must be positive and finite, got {self.rho}"),
+            (self.micro_batches >= 1, "micro_batches", f"must be at least 1, got {self.micro_batches}"),
         ]
-        for ok, message in checks:
+        for ok, param, message in checks:
             if not ok:
-                raise LandscapeError(message)
+                raise ParameterError(param, message)
 
     def rule(self) -> str:
         """The name of the edge that applies, or a clear refusal."""

@@ -2,6 +2,7 @@
 
 from .density import DensityResult, slq_density
 from .lanczos import LanczosResult, RitzValues, lanczos_extremal
+from .power import power_iteration
 from .trace import TraceResult, hutchpp_trace
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "TraceResult",
     "hutchpp_trace",
     "lanczos_extremal",
+    "power_iteration",
     "slq_density",
 ]

@@ -91,8 +91,7 @@ def lanczos_extremal(
     if top_k + bottom_k > n:
         raise ValueError(f"asked for {top_k + bottom_k} eigenvalues of a {n}-dimensional operator")
     generator = torch.Generator().manual_seed(seed)
-    start = random_vector(n, generator).to(device, dtype)
-    process = LanczosProcess(matvec, start, max_iter, generator)
+    process = LanczosProcess(matvec, random_vector(n, generator).to(device, dtype), max_iter, generator)
     wanted = top_k + bottom_k
     top = bottom = None
     while process.step():

@@ -90,7 +90,8 @@ class LanczosProcess:
         slot = self.rows % self.BLOCK
         if slot == 0:
             size = min(self.BLOCK, self.max_steps - self.rows)
-            self.blocks.append(torch.zeros(size, self.n, dtype=self.dtype, device=self.storage))
+            # empty, not zeros: untouched rows take no resident memory until the process reaches them
+            self.blocks.append(torch.empty(size, self.n, dtype=self.dtype, device=self.storage))
         self.blocks[-1][slot] = q.to(self.storage)
         self.rows += 1
 
@@ -105,7 +106,8 @@ class LanczosProcess:
                 break
             q = block[: min(block.shape[0], rows - done)]
             c = q @ w
-            w = w - q.T @ c
+            # w - Q^T c without a temporary: a fresh tensor the first time (w is the caller's), in place after
+            w = torch.addmv(w, q.T, c, alpha=-1) if done == 0 else w.addmv_(q.T, c, alpha=-1)
             coeffs.append(c)
             done += q.shape[0]
         return w, torch.cat(coeffs)
@@ -144,7 +146,7 @@ class LanczosProcess:
             return True
         scale = max(max(abs(a) for a in self.alphas), max(self.betas, default=0.0), 1e-300)
         if beta > 1e3 * self._eps * scale:
-            self._append(w / beta)
+            self._append(w.div_(beta))  # w is the projection's own tensor
             self.betas.append(beta)
             return True
         # Invariant subspace found: restart with a random vector orthogonal to the basis.

@@ -51,24 +51,25 @@ class DirectionSpec:
     def parse(cls, text: str) -> DirectionSpec:
         kind, _, arg = text.partition(":")
         if kind not in KINDS:
-            raise LandscapeError(
-                f"unknown direction kind '{kind}' in --dirs {text}; choose random, eigen, eigen:SPECTRUM.h5, "
-                "interp:B.pt, interp:B.pt,C.pt, pca:RUN_DIR or file:SURFACE.h5"
+            raise ParameterError(
+                "dirs",
+                f"unknown direction kind '{kind}' in dirs {text}; choose random, eigen, eigen:SPECTRUM.h5, "
+                "interp:B.pt, interp:B.pt,C.pt, pca:RUN_DIR or file:SURFACE.h5",
             )
         if kind == "random":
             if arg:
-                raise LandscapeError("--dirs random takes no argument; the seed is --seed")
+                raise ParameterError(("dirs", "seed"), "dirs random takes no argument; the seed is seed")
             return cls(kind)
         if kind == "eigen":
             return cls(kind, (Path(arg),) if arg else ())
         if not arg:
-            raise LandscapeError(f"--dirs {kind} needs an argument, e.g. {kind}:{_EXAMPLES[kind]}")
+            raise ParameterError("dirs", f"dirs {kind} needs an argument, e.g. {kind}:{_EXAMPLES[kind]}")
         parts = arg.split(",") if kind == "interp" else [arg]
         if any(not part.strip() for part in parts):
-            raise LandscapeError(f"--dirs {text}: an empty file name")
+            raise ParameterError("dirs", f"dirs {text}: an empty file name")
         paths = tuple(Path(part) for part in parts)
         if len(paths) > 2:
-            raise LandscapeError("--dirs interp takes one checkpoint (a line) or two (a plane)")
+            raise ParameterError("dirs", "dirs interp takes one checkpoint (a line) or two (a plane)")
         return cls(kind, paths)
 
     def default_norm(self) -> str:

@@ -6,10 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, ParameterError
 
 #: Points on one axis at most (a 2D grid is further bounded by the memory limit).
 MAX_AXIS_POINTS = 1_000_000
+
+
+def _error(option: str, message: str) -> LandscapeError:
+    """About a parameter (x, y: the CLI shows the flag) or about an axis read from a file."""
+    return ParameterError(option, message) if option.isidentifier() else LandscapeError(message)
 
 
 @dataclass(frozen=True)
@@ -24,31 +29,31 @@ class Axis:
     def parse(cls, spec: str, option: str) -> Axis:
         parts = spec.split(":")
         if len(parts) != 3:
-            raise LandscapeError(f"{option} expects MIN:MAX:N (e.g. -1:1:51), got '{spec}'")
+            raise _error(option, f"{option} expects MIN:MAX:N (e.g. -1:1:51), got '{spec}'")
         try:
             lo, hi = float(parts[0]), float(parts[1])
         except ValueError:
-            raise LandscapeError(f"{option}: MIN and MAX must be numbers, got '{spec}'") from None
+            raise _error(option, f"{option}: MIN and MAX must be numbers, got '{spec}'") from None
         try:
             n = int(parts[2])
         except ValueError:
-            raise LandscapeError(f"{option}: N must be a whole number, got '{parts[2]}'") from None
+            raise _error(option, f"{option}: N must be a whole number, got '{parts[2]}'") from None
         axis = cls(lo, hi, n)
         axis.validate(option)
         return axis
 
     def validate(self, option: str) -> None:
         if not (np.isfinite(self.lo) and np.isfinite(self.hi)):
-            raise LandscapeError(f"{option}: MIN and MAX must be finite")
+            raise _error(option, f"{option}: MIN and MAX must be finite")
         if self.lo >= self.hi:
-            raise LandscapeError(f"{option}: MIN must be below MAX, got {self.lo:g}:{self.hi:g}")
+            raise _error(option, f"{option}: MIN must be below MAX, got {self.lo:g}:{self.hi:g}")
         with np.errstate(over="ignore"):
             if not np.isfinite(np.float64(self.hi) - np.float64(self.lo)):
-                raise LandscapeError(f"{option}: MAX - MIN overflows, got {self.lo:g}:{self.hi:g}")
+                raise _error(option, f"{option}: MAX - MIN overflows, got {self.lo:g}:{self.hi:g}")
         if self.n < 2:
-            raise LandscapeError(f"{option}: N must be at least 2, got {self.n}")
+            raise _error(option, f"{option}: N must be at least 2, got {self.n}")
         if self.n > MAX_AXIS_POINTS:
-            raise LandscapeError(f"{option}: N must be at most {MAX_AXIS_POINTS:,}, got {self.n:,}")
+            raise _error(option, f"{option}: N must be at most {MAX_AXIS_POINTS:,}, got {self.n:,}")
 
     @property
     def coordinates(self) -> np.ndarray:

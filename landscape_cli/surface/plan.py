@@ -130,7 +130,7 @@ def source_fingerprint(spec: DirectionSpec) -> list[str]:
             raise LandscapeError(f"file not found: {path}")
         if path.is_dir() and spec.kind != "pca":
             what = {"interp": "a checkpoint", "eigen": "a spectrum file"}.get(spec.kind, "a surface file")
-            raise LandscapeError(f"--dirs {spec.kind}: {path} is a directory, not {what}")
+            raise ParameterError("dirs", f"dirs {spec.kind}: {path} is a directory, not {what}")
         if path.is_dir():
             sha = hashlib.sha256()
             for ckpt in run_checkpoints(path):

@@ -52,10 +52,10 @@ class SurfaceOptions:
         if self.dims not in (1, 2):
             raise LandscapeError(f"a surface is 1D or 2D, not {self.dims}D")
         spec = DirectionSpec.parse(self.dirs)
-        x = Axis.parse(self.x, "--x") if self.x is not None else None
-        y = Axis.parse(self.y, "--y") if self.y is not None else None
+        x = Axis.parse(self.x, "x") if self.x is not None else None
+        y = Axis.parse(self.y, "y") if self.y is not None else None
         if y is not None and self.dims == 1:
-            raise LandscapeError("--y needs --2d")
+            raise ParameterError("y", "y needs a 2D surface")
         if x is not None and (y is not None or self.dims == 1):
             require_grid_memory(x.n * (y.n if y is not None else 1), 1)
         if self.norm is not None and self.norm not in NORMS:

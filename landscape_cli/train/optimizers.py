@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import LandscapeError, ParameterError
+from ..linalg.power import power_iteration
 
 VARIANTS = ("sam", "asam", "ssam", "msam", "eigensam", "usam")
 ASCENTS = ("normalized", "unnormalized")
@@ -149,22 +150,26 @@ class SharpnessAware(torch.optim.Optimizer):
         return torch._foreach_mul(g_hat, self.rho)
 
     def _update_eigenvector(self, closure: Closure) -> None:
-        """Power iteration on the batch loss's Hessian, warm-started from the last estimate."""
+        """Power iteration on the batch loss's Hessian (an operator over the batch's gradient graph, built once),
+        warm-started from the last estimate."""
         if self.eigenvector is None:
             generator = torch.Generator().manual_seed(self.seed)
-            v = [torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p) for p in self.params]
+            start = torch.cat([torch.randn(p.numel(), generator=generator, dtype=torch.float64) for p in self.params])
         else:
-            v = self.eigenvector
+            start = torch.cat([t.reshape(-1) for t in self.eigenvector])
+        shapes = [p.shape for p in self.params]
+        sizes = [p.numel() for p in self.params]
         with self._frozen_batchnorm(), torch.enable_grad():
-            loss = closure(0, 1)
-            g = self._grads(loss, create_graph=True)
-            for _ in range(self.eigen_iters):
-                norm = _norm(v).clamp_min(1e-30)
-                v = [t / norm for t in v]
-                hv = torch.autograd.grad(_dot(g, v), self.params, retain_graph=True, allow_unused=True)
-                v = [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(self.params, hv, strict=True)]
-        norm = _norm(v).clamp_min(1e-30)
-        self.eigenvector = [t / norm for t in v]
+            g = self._grads(closure(0, 1), create_graph=True)
+
+            def hessian(v: torch.Tensor) -> torch.Tensor:
+                parts = [t.reshape(s) for t, s in zip(v.split(sizes), shapes, strict=True)]
+                hv = torch.autograd.grad(_dot(g, parts), self.params, retain_graph=True, allow_unused=True)
+                return torch.cat([(torch.zeros_like(p) if h is None else h.detach()).reshape(-1)
+                                  for p, h in zip(self.params, hv, strict=True)])  # fmt: skip
+
+            v, _ = power_iteration(hessian, start.to(self.params[0]), self.eigen_iters)
+        self.eigenvector = [t.reshape(s) for t, s in zip(v.split(sizes), shapes, strict=True)]
 
     def _gradient_at(self, closure: Closure, j: int, m: int, eps: list[torch.Tensor] | None) -> list[torch.Tensor]:
         """Gradient of micro-batch j at w (eps None) or at w + eps (BatchNorm statistics frozen)."""
