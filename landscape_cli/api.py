@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from .check.compare import (
     MEASURES,
@@ -40,6 +41,7 @@ from .check.gates import KINDS, GateResult, validate_limits
 from .check.run import run_checks
 from .checkpoint import LOSSES, Checkpoint, load_checkpoint
 from .choices import CURVATURES
+from .distributed import current as current_group
 from .eos.measure import EosResult, measure_checkpoint
 from .eos.setting import OptimizerSetting
 from .errors import LandscapeError, ParameterError
@@ -311,13 +313,15 @@ def load(
     loss_options: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     max_memory: str | int | None = None,
+    distributed: bool | None = None,
 ) -> Landscape:
     """A checkpoint on its own data (or `split` of it, or a seeded subset of `samples`). `model`, `data`
     and `loss` describe a foreign checkpoint (a bare state_dict) or override the recorded ones.
 
     An entry point the file records as its model or data (code, e.g. 'mypkg.nets:build') is imported only
     when you name a model or data here, or pass `trust_remote_code=True`. `max_memory` ('64G') refuses
-    models and data estimated to need more (default: 80% of RAM)."""
+    models and data estimated to need more (default: 80% of RAM). Inside a torchrun job every rank loading the
+    same file shares the samples and gets the global result (`distributed=False`: each rank on its own)."""
     with memory_limit(max_memory):
         ckpt = load_checkpoint(
             path,
@@ -328,7 +332,7 @@ def load(
         )
         ckpt.loss_spec()
         ckpt.loss_options = dict(loss_options or {})
-        return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp)
+        return landscape_of(ckpt, split, samples, batch_size, device, dtype, seed, train_mode, hvp, distributed)
 
 
 def landscape_of(
@@ -341,8 +345,10 @@ def landscape_of(
     seed: int = 0,
     train_mode: bool = False,
     hvp: str = "auto",
+    distributed: bool | None = None,
 ) -> Landscape:
-    """A loaded checkpoint on its data, with the optimizer it records (what `load` and the commands share)."""
+    """A loaded checkpoint on its data, with the optimizer it records (what `load` and the commands share).
+    `distributed` None: the samples are shared among the ranks of a running torchrun job, if any."""
     alike = functools.partial(
         problem_from_checkpoint,
         ckpt,
@@ -353,6 +359,7 @@ def landscape_of(
         train_mode=train_mode,
         hvp=hvp,
         seed=seed,
+        distributed=distributed,
     )
     record = ckpt.optimizer or {}
     return Landscape(
@@ -379,6 +386,7 @@ def wrap(
     hvp: str = "auto",
     seed: int = 0,
     split: str = "train",
+    distributed: bool | None = None,
 ) -> Landscape:
     """A live module on its data, ready to analyse.
 
@@ -392,7 +400,12 @@ def wrap(
     `landscape_cli.losses`.
 
     `optimizer`: a torch SGD or Adam (or landscape's SharpnessAware), for the edge of stability; Adam's
-    state gives the preconditioner."""
+    state gives the preconditioner.
+
+    `distributed`: inside a torchrun job (a process group started), True shares the samples among the ranks
+    and sums over them, so every rank gets the global result at a fraction of the work; the default does so
+    for a DataLoader with a `DistributedSampler` (whose own split pads with repeated samples, so the fixed
+    set is split here instead), and leaves other data to each rank alone."""
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"wrap needs a torch.nn.Module, got {type(model).__name__}")
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -409,6 +422,7 @@ def wrap(
         hvp=hvp,
         seed=seed,
         samples=samples,
+        distributed=_wants_distributed(data) if distributed is None else distributed,
     )
     if dataset is not None and isinstance(loss, str) and loss in ("cross_entropy", "mse", "half_sse"):
         check_model_fits_data(problem.model, dataset, device, dtype, loss)  # switches the copy to eval mode
@@ -420,6 +434,11 @@ def wrap(
     ckpt = Checkpoint(state_dict=state, loss=recorded, native=False)
     setting, opt_state = _optimizer_setting(optimizer, model)
     return Landscape(ckpt, problem, split=split, optimizer=setting, optimizer_state=opt_state)
+
+
+def _wants_distributed(data: Any) -> bool:
+    sampler = getattr(data, "sampler", None)
+    return current_group() is not None and isinstance(sampler, DistributedSampler)
 
 
 def _in_memory(data: Any, samples: int | None, seed: int) -> Dataset | None:

@@ -31,6 +31,10 @@ def atomic_path(target: str | os.PathLike[str], overwrite: bool = True) -> Itera
     temporary file is removed and `target` is untouched.
     """
     target = Path(target)
+    if not writes_files():
+        with tempfile.TemporaryDirectory(prefix="landscape-rank-") as scratch:
+            yield Path(scratch) / target.name  # written and dropped: rank 0 writes the file
+        return
     check_writable(target)
     if target.exists() and not overwrite:
         raise LandscapeError(f"{target} exists; pass --overwrite to replace it")
@@ -50,6 +54,11 @@ def atomic_path(target: str | os.PathLike[str], overwrite: bool = True) -> Itera
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def writes_files() -> bool:
+    """False on ranks other than 0 under torchrun (RANK), which compute alike but leave every file to rank 0."""
+    return os.environ.get("RANK", "0") in ("", "0") or os.environ.get("WORLD_SIZE", "1") in ("", "0", "1")
 
 
 def _umask() -> int:
@@ -138,6 +147,29 @@ def check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwr
     """Fail before any work when an output could not be written, is one of the inputs (never replaced, even
     with --overwrite), would clobber a file without --overwrite, or is named twice. `overwrite`: for every
     output, or the outputs that may be replaced."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        _check_on_rank_zero(outputs, inputs, overwrite)
+        return
+    _check_outputs(outputs, inputs, overwrite)
+
+
+def _check_on_rank_zero(outputs: Sequence[Path], inputs: Iterable[Path | None], overwrite: bool | Collection[Path]
+                        ) -> None:  # fmt: skip
+    """Under torchrun rank 0 checks (the others would see its files appear) and every rank stops on its
+    refusal, printed once."""
+    from .distributed import broadcast_object, current, raise_everywhere
+
+    refusal = None
+    if writes_files():
+        try:
+            _check_outputs(outputs, inputs, overwrite)
+        except LandscapeError as exc:
+            refusal = str(exc)
+    raise_everywhere(broadcast_object(refusal, current()))
+
+
+def _check_outputs(outputs: Sequence[Path], inputs: Iterable[Path | None], overwrite: bool | Collection[Path]
+                   ) -> None:  # fmt: skip
     sources = [p for p in inputs if p is not None]
     for i, path in enumerate(outputs):
         check_writable(path)
@@ -169,8 +201,11 @@ def claim_outputs(
     once), checking them again under the lock, where another run may just have written one."""
     sources = list(inputs)
     check_outputs(outputs, sources, overwrite)
+    if not writes_files():
+        yield  # rank 0 holds the locks
+        return
     with exclusive(list(outputs)):
-        check_outputs(outputs, sources, overwrite)
+        _check_outputs(outputs, sources, overwrite)
         yield
 
 

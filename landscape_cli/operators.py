@@ -144,6 +144,7 @@ class CurvatureOperator:
                 gv, batch_count = self._ggn_batch(batch, tangent)
             total += gv
             count += batch_count
+        _, (count,) = p.sum_over_ranks(total, count)
         return total / positive_count(count)
 
     def _ggn_batch(self, batch: Batch, tangent: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
@@ -180,6 +181,7 @@ class CurvatureOperator:
                     grads, part_count = self._per_sample_gradients(part)
                     total += grads.T @ (grads @ v)
                     count += part_count
+        _, (count,) = p.sum_over_ranks(total, count)
         return total * (p.n_samples / positive_count(count) ** 2)
 
     def _per_sample_gradients(self, batch: Batch) -> tuple[torch.Tensor, float]:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import functools
 import importlib
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 
 from .batches import Batch, as_batch, move, rows, select, take
+from .distributed import agree, all_reduce_sum_, sum_floats
+from .distributed import current as distributed_group
 from .errors import LandscapeError, LandscapeWarning, ParameterError
 from .limits import max_memory, release_free_host_memory
 from .losses import FunctionLoss, Loss, logits_of, resolve_loss
@@ -144,6 +147,7 @@ class Problem:
         hvp: str = "auto",
         seed: int = 0,
         samples: int | None = None,
+        distributed: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
@@ -170,21 +174,27 @@ class Problem:
         self.layout = ParamLayout.of(self.params)
         self.w = self.layout.flatten(self.params).clone()
         self.source: BatchSource | None = None
+        #: The ranks sharing the samples (each sums over its share; sums are all-reduced), or None.
+        self.group = distributed_group() if distributed else None
         if isinstance(data, Dataset):
             self.in_memory = True
-            self.x = data.x.to(self.device, dtype)
-            self.y = data.y.to(self.device) if data.y.dtype == torch.long else data.y.to(self.device, dtype)
             self.n_samples = len(data)
-            self.batch_size = min(batch_size, self.n_samples)
-            self.chunks = [
-                slice(i, min(i + self.batch_size, self.n_samples)) for i in range(0, self.n_samples, self.batch_size)
-            ]
+            start, stop = self._share()
+            self.x = data.x[start:stop].to(self.device, dtype)
+            y = data.y[start:stop]
+            self.y = y.to(self.device) if y.dtype == torch.long else y.to(self.device, dtype)
+            self.local_samples = stop - start
+            self.batch_size = min(batch_size, self.local_samples)
+            self.chunks = [slice(i, min(i + self.batch_size, self.local_samples))
+                           for i in range(0, self.local_samples, self.batch_size)]  # fmt: skip
             self.n_batches = len(self.chunks)
             self.is_classification = data.y.dtype == torch.long
         else:
             self.in_memory = False
-            self.source = as_source(data, batch_size=batch_size, samples=samples, seed=seed)
-            self.n_samples = self.source.n_samples
+            source = as_source(data, batch_size=batch_size, samples=samples, seed=seed)
+            self.n_samples = source.n_samples
+            self.source = source.part(*self._share())
+            self.local_samples = self.source.n_samples
             self.n_batches = self.source.n_batches
             self.batch_size = batch_size
             first = as_batch(next(iter(self.source)))
@@ -199,6 +209,23 @@ class Problem:
         self._graph: GradientGraph | None = None
         self._graph_w: torch.Tensor | None = None
         self._graph_version = -1
+
+    def _share(self) -> tuple[int, int]:
+        """This rank's positions of the sample set (all of them in one process)."""
+        if self.group is None:
+            return 0, self.n_samples
+        if self.n_samples < self.group.world_size:
+            raise LandscapeError(f"{self.n_samples} samples cannot be shared by {self.group.world_size} ranks")
+        return self.group.share(self.n_samples)
+
+    def sum_over_ranks(self, total: torch.Tensor | None, *numbers: float) -> tuple[torch.Tensor | None, list[float]]:
+        """Per-rank sums (a tensor and plain numbers such as counts) summed over the ranks; as given in one
+        process. Every rank gets the same bits, so every rank's solver takes the same steps."""
+        if self.group is None:
+            return total, list(numbers)
+        if total is not None:
+            all_reduce_sum_(total, self.group)
+        return total, sum_floats(list(numbers), self.group, self.device)
 
     @torch.no_grad()
     def load_weights(self, model: nn.Module) -> None:
@@ -266,8 +293,8 @@ class Problem:
             return
         self.max_rows = limit
         if self.source is None:
-            self.chunks = [slice(i, min(i + limit, self.n_samples)) for i in range(0, self.n_samples, limit)]
-        self.n_batches = max(2, -(-self.n_samples // limit))
+            self.chunks = [slice(i, min(i + limit, self.local_samples)) for i in range(0, self.local_samples, limit)]
+        self.n_batches = max(2, -(-self.local_samples // limit))
         self.batch_size = limit
         self._graph = None
 
@@ -294,7 +321,7 @@ class Problem:
     def first_batch(self, size: int | None = None) -> Batch:
         """The first batch on the device, cut to `size` samples."""
         if self.source is None:
-            end = self.n_samples if size is None else min(size, self.n_samples)
+            end = self.local_samples if size is None else min(size, self.local_samples)
             x, y = self.x[:end], self.y[:end]
             return Batch((x,), {}, y, end, (x, y))
         raw = next(iter(self.source))
@@ -374,6 +401,7 @@ class Problem:
             if hits is not None:
                 correct += int(hits[0][0])
                 judged += int(hits[1])
+        _, (loss_sum, count, correct, judged) = self.sum_over_ranks(None, loss_sum, count, correct, judged)
         result = {"loss": loss_sum / positive_count(count)}
         if judged:
             result["accuracy"] = 100.0 * correct / judged
@@ -391,6 +419,7 @@ class Problem:
             total += self._flatten_grads(leaves, grads)
             loss_sum += float(value.detach())
             count += float(batch_count)
+        _, (loss_sum, count) = self.sum_over_ranks(total, loss_sum, count)
         count = positive_count(count)
         return loss_sum / count, total / count
 
@@ -399,14 +428,14 @@ class Problem:
 
         `groups[i]` is the group of the i-th sample in the problem's order, so a streamed source is cut the
         same way as data in memory (mSAM's micro-batches: parts of a seeded permutation)."""
-        if groups.shape != (self.n_samples,):
+        if groups.shape != (self.n_samples,):  # the whole set's positions; this rank reads its share of them
             raise ParameterError(
                 "groups", f"must hold one group per sample ({self.n_samples}), got {tuple(groups.shape)}"
             )
         leaves = {k: t.detach().requires_grad_(True) for k, t in self._point(None).items()}
         totals = [torch.zeros(self.n_params, device=self.device, dtype=self.dtype) for _ in range(n_groups)]
         counts = [0.0] * n_groups
-        position = 0
+        position = self._share()[0]
         for index, batch in self.batches():
             ids = groups[position : position + batch.size].to(self.device)
             position += batch.size
@@ -417,6 +446,9 @@ class Problem:
                     grads = torch.autograd.grad(value, tuple(leaves.values()), allow_unused=True)
                 totals[group] += self._flatten_grads(leaves, grads)
                 counts[group] += float(count)
+        for total in totals:
+            self.sum_over_ranks(total)
+        _, counts = self.sum_over_ranks(None, *counts)
         return [total.div_(positive_count(count)) for total, count in zip(totals, counts, strict=True)]
 
     # -- Hessian-vector products ----------------------------------------------------------------
@@ -552,6 +584,9 @@ class Problem:
                 raise
             except Exception as exc:  # noqa: BLE001 - an op may lack one kind of derivative
                 errors[method] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        # every rank must use the same method: a method fails if it failed anywhere, and is as slow as its slowest
+        timings = agree([self.hvp_timings.get(m, math.inf) for m in HVP_METHODS], self.group, "max", self.device)
+        self.hvp_timings = {m: t for m, t in zip(HVP_METHODS, timings, strict=True) if math.isfinite(t)}
         if not self.hvp_timings:
             reasons = "; ".join(f"{k}: {v}" for k, v in errors.items())
             warnings.warn(LandscapeWarning(
@@ -583,15 +618,19 @@ class Problem:
             return self.hvp_method
         batch = self.first_batch(2)
         params = self._point(None)
-        for method in ("double-backward", "jvp"):
+        order = ("double-backward", "jvp", FINITE_DIFFERENCE)
+        chosen = len(order) - 1
+        for index, method in enumerate(order[:-1]):
             try:
                 self._require_symmetric(method, params, batch)
-                return method
+                chosen = index
+                break
             except LandscapeError:
                 raise
             except Exception:  # noqa: BLE001, S112 - an op may lack one kind of derivative
                 continue
-        return FINITE_DIFFERENCE
+        (agreed,) = agree([chosen], self.group, "max", self.device)  # the same method on every rank
+        return order[int(agreed)]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -618,6 +657,7 @@ class Problem:
                 count += batch_count
                 del hv  # before the next batch's graph
         self.hvp_calls += 1
+        _, (count,) = self.sum_over_ranks(total, count)
         return total.div_(positive_count(count))
 
     def describe(self) -> dict[str, Any]:
@@ -630,6 +670,8 @@ class Problem:
             "hvp_method": self.hvp_method,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "world_size": 1 if self.group is None else self.group.world_size,
+            "backend": "none" if self.group is None else self.group.backend,
         }
 
 

@@ -4,6 +4,7 @@ nothing with --quiet."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -64,7 +65,8 @@ class LogTracker(Tracker):
 
 @contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Tracker]:
-    if quiet:
+    """A bar on a terminal, plain lines in a log, nothing with `quiet` or on ranks other than 0 (torchrun)."""
+    if quiet or os.environ.get("RANK", "0") != "0":
         yield Tracker(None)
         return
     if not sys.stderr.isatty():

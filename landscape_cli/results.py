@@ -52,6 +52,8 @@ def provenance(
         "hvp_method": problem_info.get("hvp_method") or "",
         "curvature": problem_info.get("curvature") or "hessian",
         "params": problem_info.get("params") or "",
+        "world_size": int(problem_info.get("world_size", 1)),
+        "backend": problem_info.get("backend") or "none",
         "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),
     }

@@ -6,6 +6,8 @@ import torch
 
 from .batches import as_batch
 from .checkpoint import Checkpoint, instantiate
+from .distributed import current as current_group
+from .distributed import launched, local_device
 from .errors import LandscapeError, ParameterError
 from .losses import IGNORE_INDEX, FunctionLoss, Loss, resolve_loss
 from .problem import Problem
@@ -17,7 +19,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; an explicit device that is not there is an error."""
+    """`auto` picks CUDA when present; an explicit device that is not there is an error. Under torchrun `auto`
+    and `cuda` mean this rank's GPU (LOCAL_RANK)."""
+    if name in ("auto", "cuda") and launched() and torch.cuda.is_available():
+        return local_device()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -90,6 +95,7 @@ def problem_from_checkpoint(
     seed: int = 0,
     ignore_index: int | None = None,
     label_smoothing: float | None = None,
+    distributed: bool | None = None,
 ) -> Problem:
     """The Problem of a checkpoint on its own data (or `split` of it), optionally a seeded subset. Tensors
     are held on the device; what a data entry point returns as a Dataset, DataLoader or iterable of
@@ -134,6 +140,7 @@ def problem_from_checkpoint(
         train_mode=train_mode,
         hvp=hvp,
         seed=seed,
+        distributed=current_group() is not None if distributed is None else distributed,
     )
     if not named_shapes:
         problem.check_fits()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset, default_collate
 
-from .batches import as_batch, fingerprint, nbytes, take
+from .batches import as_batch, fingerprint, nbytes, rows, take
 from .errors import LandscapeError, ParameterError, ParameterWarning
 from .zoo.data import Arrays
 
@@ -38,6 +38,35 @@ class BatchSource:
     def describe(self) -> str:
         return type(self).__name__
 
+    def part(self, start: int, stop: int) -> BatchSource:
+        """The samples at positions [start, stop) of the set, in order (one rank's share). Sources that can
+        address samples read only those; others are read through and cut."""
+        if (start, stop) == (0, self.n_samples):
+            return self
+        return PartSource(self, start, stop)
+
+
+class PartSource(BatchSource):
+    """Positions [start, stop) of another source's sample set, cut from its batches as they pass."""
+
+    def __init__(self, base: BatchSource, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= base.n_samples:
+            raise ParameterError("part", f"[{start}, {stop}) is not within the {base.n_samples} samples")
+        self.base, self.start, self.stop = base, start, stop
+        self.n_samples = stop - start
+        self.n_batches = base.n_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        position = 0
+        for raw in self.base:
+            size = as_batch(raw).size
+            lo, hi = max(self.start, position), min(self.stop, position + size)
+            if lo < hi:
+                yield raw if (lo, hi) == (position, position + size) else rows(raw, lo - position, hi - lo)
+            position += size
+            if position >= self.stop:
+                return
+
 
 class TensorSource(BatchSource):
     """Tensors held in memory, cut into batches of `batch_size`."""
@@ -52,6 +81,9 @@ class TensorSource(BatchSource):
         for start in range(0, self.n_samples, self.batch_size):
             yield tuple(t[start : start + self.batch_size] for t in self.tensors)
 
+    def part(self, start: int, stop: int) -> BatchSource:
+        return TensorSource(tuple(t[start:stop] for t in self.tensors), self.batch_size)
+
 
 class IndexedSource(BatchSource):
     """A map-style Dataset read by index in order (a DataLoader over the fixed `indices`, with the user's
@@ -62,6 +94,7 @@ class IndexedSource(BatchSource):
     ) -> None:
         self.dataset = dataset
         self.indices = indices
+        self.collate, self.workers = collate, workers
         self.n_samples = len(indices)
         self.batch_size = max(1, batch_size)
         self.n_batches = -(-self.n_samples // self.batch_size)
@@ -75,6 +108,9 @@ class IndexedSource(BatchSource):
 
     def __iter__(self) -> Iterator[Any]:
         yield from self.loader
+
+    def part(self, start: int, stop: int) -> BatchSource:
+        return IndexedSource(self.dataset, self.indices[start:stop], self.batch_size, self.collate, self.workers)
 
 
 class IterableSource(BatchSource):
@@ -152,6 +188,7 @@ class ArraySource(BatchSource):
 
     def __init__(self, arrays: tuple[Any, ...], indices: torch.Tensor | None, batch_size: int) -> None:
         self.arrays = arrays
+        self.requested_batch_size = batch_size
         n = int(arrays[0].shape[0])
         self.indices = indices.numpy() if indices is not None else None
         self.n_samples = n if indices is None else len(indices)
@@ -175,6 +212,11 @@ class ArraySource(BatchSource):
             elif not target.is_floating_point():
                 target = target.long()
             yield (tensors[0], target)
+
+    def part(self, start: int, stop: int) -> BatchSource:
+        positions = self.indices[start:stop] if self.indices is not None else None
+        picked = torch.from_numpy(positions) if positions is not None else torch.arange(start, stop)
+        return ArraySource(self.arrays, picked, self.requested_batch_size)
 
 
 def subset_indices(n: int, samples: int | None, seed: int) -> torch.Tensor | None:

@@ -3,6 +3,7 @@
 Errors the user can fix become one line on stderr and exit code 2; no tracebacks.
 """
 
+import contextlib
 import contextvars
 import errno
 import functools
@@ -125,8 +126,18 @@ def _argument_usage(self) -> str:
 _python_showwarning = warnings.showwarning
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 prints results, warnings and progress."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our warnings as one 'warning:' line on stderr; anything else as Python shows it."""
+    if _rank() != 0:
+        return
     if issubclass(category, LandscapeWarning):
         text = message.for_cli() if isinstance(message, ParameterWarning) else str(message)
         typer.echo(f"warning: {printable(text, keep_newlines=False)}", err=True)
@@ -134,8 +145,47 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _python_showwarning(message, category, filename, lineno, file, line)
 
 
-def _error(message: str) -> None:
-    typer.echo(f"error: {printable(message, keep_newlines=False)}", err=True)
+def _error(message: str, exc: BaseException | None = None) -> None:
+    """One 'error:' line; under torchrun ranks other than 0 name themselves, and stay silent on a refusal
+    every rank reached alike (rank 0 prints it)."""
+    rank = _rank()
+    if rank != 0 and getattr(exc, "on_every_rank", False):
+        return
+    where = f"rank {rank}: " if rank != 0 else ""
+    typer.echo(f"error: {where}{printable(message, keep_newlines=False)}", err=True)
+
+
+def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of a global option (`--dist-backend gloo` or `--dist-backend=gloo`) and argv without it."""
+    value, rest, i = None, [], 0
+    while i < len(argv):
+        if argv[i] == name and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+            continue
+        if argv[i].startswith(name + "="):
+            value = argv[i].split("=", 1)[1]
+        else:
+            rest.append(argv[i])
+        i += 1
+    return value, rest
+
+
+def _run_command(command, argv: list[str], backend: str | None):  # noqa: ANN001, ANN202
+    """The command, inside the torchrun process group when launched as one of several ranks (NCCL on CUDA,
+    Gloo on CPUs, or --dist-backend); ranks other than 0 print nothing but their own errors (after the command)."""
+    launched = os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1")
+    if not launched:
+        return command.main(args=argv, prog_name="landscape", standalone_mode=False)
+    from .. import distributed
+
+    distributed.init_from_env(backend or os.environ.get("LANDSCAPE_DIST_BACKEND") or "auto")
+    try:
+        if _rank() == 0:
+            return command.main(args=argv, prog_name="landscape", standalone_mode=False)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return command.main(args=argv, prog_name="landscape", standalone_mode=False)
+    finally:
+        distributed.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,16 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     debug = "--debug" in argv[:split] or bool(os.environ.get("LANDSCAPE_DEBUG"))
-    argv = _complete_optional_values([a for a in argv[:split] if a != "--debug"]) + argv[split:]
+    backend, options = _pop_option([a for a in argv[:split] if a != "--debug"], "--dist-backend")
+    argv = _complete_optional_values(options) + argv[split:]
     common.ARGV[:] = argv
     try:
         # A context of its own: settings a command makes for its duration (the memory limit) end with it.
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             warnings.simplefilter("always", LandscapeWarning)
-            result = contextvars.copy_context().run(
-                command.main, args=argv, prog_name="landscape", standalone_mode=False
-            )
+            result = contextvars.copy_context().run(_run_command, command, argv, backend)
     except NoArgsIsHelpError as exc:
         # Building the exception rendered the help: Typer's rich help is printed then (on stdout), plain
         # help is the message. Asking for it again would print the rich help a second time.
@@ -170,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"{exc.format_message()} (see {where} --help)")
         return EXIT_BAD_INPUT
     except LandscapeError as exc:
-        _error(exc.for_cli() if isinstance(exc, ParameterError) else str(exc))
+        _error(exc.for_cli() if isinstance(exc, ParameterError) else str(exc), exc)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Abort):
         typer.echo("interrupted", err=True)
@@ -183,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         known = _environment_error(exc)
         if known is not None:
-            _error(known)
+            if not (_rank() != 0 and _lost_another_rank(exc)):  # rank 0 says it; the one that failed says why
+                _error(known)
             return EXIT_BAD_INPUT
         # a bug in landscape: one line, and the traceback on request
         _error(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback, and please "
@@ -192,11 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
+def _lost_another_rank(exc: Exception) -> bool:
+    """A collective that failed because a peer process is gone (torchrun then stops this one too)."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc).lower()
+    return bool(names & {"DistError", "DistBackendError", "DistNetworkError", "DistStoreError"}) or (
+        isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset", "timed out"))
+    )
+
+
 def _environment_error(exc: Exception) -> str | None:
     """A message for failures the user can fix outside landscape (memory, disk space, permissions), else None."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         first = str(exc).splitlines()[0] if str(exc) else "out of memory"
         return f"out of memory ({first[:160]}); lower --batch-size or --samples, or use a larger machine"
+    if _lost_another_rank(exc):
+        return ("lost contact with another rank, which failed or was stopped (its own line says why); a stopped "
+                "surface sweep continues with --resume")  # fmt: skip
     if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot write{where}: {exc.strerror}"

@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..batches import Batch
+from ..distributed import agree
 from ..losses import FunctionLoss, ModelLoss, logits_of
 from ..problem import Problem, positive_count
 from .directions import Direction
@@ -105,7 +106,7 @@ class PointEvaluator:
         thetas = self.thetas(coeffs)
         moving = {name: model.get_buffer(name) for name in self.buffer_deltas}
         buffers = self.buffers_at(coeffs) if moving else {}
-        totals = _Totals(len(coeffs), p.device)
+        totals = _Totals(len(coeffs), p)
         for index, batch in p.batches():
             if self.first_layer is not None:
                 self.first_layer.chunk = index
@@ -160,7 +161,7 @@ class PointEvaluator:
             return logits_of(functional_call(model, (point_params, point_buffers), args, kwargs))
 
         batched_forward = vmap(forward, in_dims=(0, 0, 0, None, None), randomness="same")
-        totals = _Totals(size, p.device)
+        totals = _Totals(size, p)
         for index, batch in p.batches():
             first = cache.block(index, coeffs) if cache is not None else torch.zeros(size, device=p.device)
             with p.chunk_context(index):
@@ -196,11 +197,12 @@ class _Totals:
     """Loss sums, counts and correct predictions of P points, accumulated over batches. Counts (targets or
     samples) do not depend on the point, so a batch's are taken from the block that starts at point 0."""
 
-    def __init__(self, size: int, device: torch.device) -> None:
-        self.loss_sums = torch.zeros(size, dtype=torch.float64, device=device)
-        self.correct = torch.zeros(size, dtype=torch.long, device=device)
+    def __init__(self, size: int, problem: Problem) -> None:
+        self.problem = problem
+        self.loss_sums = torch.zeros(size, dtype=torch.float64, device=problem.device)
+        self.correct = torch.zeros(size, dtype=torch.float64, device=problem.device)
         self.count = 0.0
-        self.judged = 0
+        self.judged = 0.0
 
     def add(self, problem: Problem, points: slice, outputs: list[Any] | torch.Tensor, batch: Batch) -> None:
         """The losses of a block of points' outputs on one batch (a stacked tensor or a list)."""
@@ -223,10 +225,16 @@ class _Totals:
             self.judged += int(hits[1]) if hits is not None else 0
 
     def values(self, metrics: tuple[str, ...]) -> np.ndarray:
-        out = np.empty((len(self.loss_sums), len(metrics)))
+        """Means over every rank's samples (one all-reduce of the sums and counts under torchrun)."""
+        size = len(self.loss_sums)
+        packed = torch.cat([self.loss_sums, self.correct, self.loss_sums.new_tensor([self.count, self.judged])])
+        packed, _ = self.problem.sum_over_ranks(packed)
+        self.loss_sums, self.correct = packed[:size], packed[size : 2 * size]
+        self.count, self.judged = float(packed[-2]), float(packed[-1])
+        out = np.empty((size, len(metrics)))
         out[:, 0] = (self.loss_sums / positive_count(self.count)).cpu().numpy()
         if "accuracy" in metrics:
-            out[:, 1] = (100.0 * self.correct.double() / max(self.judged, 1)).cpu().numpy()
+            out[:, 1] = (100.0 * self.correct / max(self.judged, 1.0)).cpu().numpy()
         return out
 
 
@@ -244,10 +252,11 @@ def memory_budget(device: torch.device) -> int:
 
 def points_per_pass_limit(evaluators: list[PointEvaluator], budget: int | None = None) -> int:
     """How many points one batched pass may hold within the memory budget (at least 1)."""
-    device = evaluators[0].problem.device
-    budget = memory_budget(device) if budget is None else budget
+    problem = evaluators[0].problem
+    budget = memory_budget(problem.device) if budget is None else budget
     need = max(e.bytes_per_point() for e in evaluators)
-    return int(max(1, min(MAX_POINTS_PER_PASS, budget // max(need, 1))))
+    limit = int(max(1, min(MAX_POINTS_PER_PASS, budget // max(need, 1))))
+    return int(agree([limit], problem.group, "min", problem.device)[0])  # every rank passes the same blocks
 
 
 def _sync(device: torch.device) -> None:

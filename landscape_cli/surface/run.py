@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..checkpoint import Checkpoint
+from ..distributed import barrier, broadcast_object, raise_everywhere
 from ..errors import LandscapeError, ParameterError
 from ..limits import require_memory
 from ..problem import Problem
@@ -129,19 +130,19 @@ def compute_surface(
     spec, x_axis, y_axis = options.validate()
     header, journal_path = partial_paths(out)
     primary_name, primary = next(iter(problems.items()))
+    # Under torchrun every rank computes every point on its share of the data; rank 0 alone checks and writes
+    # the files (the others would see its header appear), and its journal state is every rank's.
+    group = primary.group
+    writer = group is None or group.is_main
     config = sweep_config(ckpt, problems, options, spec)
-    if out.exists() and not overwrite:
-        raise LandscapeError(f"{out} exists; pass --overwrite to replace it")
-    if header.exists() and not (resume or overwrite):
-        raise LandscapeError(f"a stopped sweep left {header}; pass --resume to continue it, or --overwrite")
+    refusal = None
+    if writer:
+        try:
+            _check_files(out, header, config, resume, overwrite)
+        except LandscapeError as exc:
+            refusal = str(exc)
+    raise_everywhere(broadcast_object(refusal, group))  # every rank stops on rank 0's refusal
     if resume:
-        if not header.exists():
-            raise LandscapeError(f"nothing to resume: no partial sweep {header}")
-        differences = config_differences(read_header_config(header), config)
-        if differences:
-            raise LandscapeError(
-                "cannot resume: the partial sweep was made with another config (" + "; ".join(differences[:3]) + ")"
-            )
         directions = file_directions(header, primary, options.dims, as_stored=True)
         check_directions(directions)
         grid = Grid(*file_axes(header))
@@ -155,6 +156,8 @@ def compute_surface(
         require_grid_memory(grid.size, len(problems))
         attrs = provenance(ckpt, primary.describe(), options.seed, command)
         attrs.update(splits=list(problems), directions_kind=spec.kind)
+    barrier(group)  # every rank has read the old header (resume) before rank 0 writes a new one
+    if writer and not resume:
         write_header(
             header,
             grid=grid,
@@ -167,12 +170,14 @@ def compute_surface(
         )
     try:
         evaluators = [PointEvaluator(p, directions) for p in problems.values()]
-        journal = Journal(journal_path, sum(len(e.metrics) for e in evaluators))
+        journal = Journal(journal_path, sum(len(e.metrics) for e in evaluators), writer=writer)
         sweep = Sweep(evaluators, grid, journal, tracker)
         recorded = None
         if resume:
-            sweep.done, recorded = journal.read()
-            _check_journal(journal_path, sweep.done, recorded, grid)
+            if writer:
+                sweep.done, recorded = journal.read()
+                _check_journal(journal_path, sweep.done, recorded, grid)
+            sweep.done, recorded = broadcast_object((sweep.done, recorded), group)
             if recorded is None:  # stopped during the calibration: its points are redone, as in an unbroken run
                 journal.create()
         else:
@@ -185,7 +190,7 @@ def compute_surface(
     except (KeyboardInterrupt, Terminated):
         raise  # the finished points stay journaled for --resume
     except BaseException:
-        if not resume and not sweep_started(journal_path):
+        if writer and not resume and not sweep_started(journal_path):
             remove_partial(out)  # nothing to resume: leave no partial sweep to block the next run
         raise
     arrays, nonfinite = _arrays(grid, list(problems), evaluators, sweep.done)
@@ -204,7 +209,8 @@ def compute_surface(
             "device": str(primary.device),
         },
     }
-    finish(header, out, arrays, summary, final_attrs, overwrite=True)
+    if writer:
+        finish(header, out, arrays, summary, final_attrs, overwrite=True)
     warnings = []
     if nonfinite:
         warnings.append(f"{nonfinite} of {grid.size} grid points gave a non-finite loss; stored as NaN")
@@ -220,6 +226,22 @@ def compute_surface(
         problem=primary.describe(),
         warnings=warnings,
     )
+
+
+def _check_files(out: Path, header: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """The output and a stopped sweep's files allow this run: no silent replacement, a resume of the same config."""
+    if out.exists() and not overwrite:
+        raise LandscapeError(f"{out} exists; pass --overwrite to replace it")
+    if header.exists() and not (resume or overwrite):
+        raise LandscapeError(f"a stopped sweep left {header}; pass --resume to continue it, or --overwrite")
+    if resume:
+        if not header.exists():
+            raise LandscapeError(f"nothing to resume: no partial sweep {header}")
+        differences = config_differences(read_header_config(header), config)
+        if differences:
+            raise LandscapeError(
+                "cannot resume: the partial sweep was made with another config (" + "; ".join(differences[:3]) + ")"
+            )
 
 
 def require_grid_memory(points: int, splits: int) -> None:

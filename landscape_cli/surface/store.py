@@ -124,16 +124,22 @@ def _show(value: Any) -> str:
 
 
 class Journal:
-    """Append-only fixed-size records (index, values...) of finished grid points."""
+    """Append-only fixed-size records (index, values...) of finished grid points.
 
-    def __init__(self, path: Path, width: int) -> None:
+    Under torchrun only rank 0 writes (`writer=False` elsewhere: the other ranks compute the same points and
+    keep them in memory), so one journal serves a resume with any number of ranks."""
+
+    def __init__(self, path: Path, width: int, writer: bool = True) -> None:
         self.path = path
         self.width = width
+        self.writer = writer
         self.dtype = np.dtype([("index", "<i8"), ("values", "<f8", (width,))])
         self._fd: int | None = None
 
     def create(self) -> None:
         """A new, empty journal: created exclusively, never through a link someone planted."""
+        if not self.writer:
+            return
         if self.path.is_file() and not self.path.is_symlink():
             self.path.unlink()  # a stopped sweep's, which the caller was allowed to replace
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
@@ -173,6 +179,8 @@ class Journal:
         return done, method
 
     def append(self, indices: np.ndarray, values: np.ndarray) -> None:
+        if not self.writer:
+            return
         records = np.empty(len(indices), dtype=self.dtype)
         records["index"] = indices
         records["values"] = values

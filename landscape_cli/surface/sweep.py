@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..distributed import agree
 from ..errors import ParameterError
 from ..progress import Tracker
 from .evaluate import PointEvaluator, points_per_pass_limit, timed
@@ -130,6 +131,10 @@ class Sweep:
             stats.points_per_pass = 1
             stats.fallback_reason = f"batched evaluation failed ({type(exc).__name__}); one point per pass"
             return stats, np.array([k for k in todo if int(k) not in self.done], dtype=np.int64)
+        problem = self.evaluators[0].problem  # every rank takes the same decision: on the slowest rank's times
+        loop_time, batched_time = agree([stats.calibration["loop"], stats.calibration["batched"]], problem.group,
+                                        "max", problem.device)  # fmt: skip
+        stats.calibration.update(loop=loop_time, batched=batched_time)
         if stats.calibration["loop"] <= stats.calibration["batched"]:
             stats.points_per_pass = 1
         return stats, todo[used + BATCHED_WARMUP + trial :]

@@ -1,0 +1,223 @@
+"""Every command under torchrun (Gloo, 2-3 CPU processes launched here) equals one process: the ranks share a
+sample count that does not divide evenly and sum what they measure, so the operator is exactly the
+single-process one. Files come from rank 0 only; a failing or dying rank ends the job with a clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from landscape_cli.surface.store import partial_paths
+
+from .conftest import SAMPLE_DIR
+
+MLP = SAMPLE_DIR / "mlp_digits.pt"
+HELPERS = Path(__file__).with_name("distributed_helpers.py")
+#: 301 samples: shares of 151/150 (2 ranks) and 101/100/100 (3 ranks).
+EXACT = ["--samples", "301", "--dtype", "float64", "--device", "cpu", "--quiet"]
+SPECTRUM = ["--top-k", "3", "--bottom-k", "2", "--trace", "--trace-hvps", "30", "--density", "--density-runs", "2",
+            "--density-steps", "12", "--max-iter", "60", "--hvp", "double-backward", "--no-plot", "--json"]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with Gloo is tested on Linux")
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LANDSCAPE_DEBUG")}
+    env.update(OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="60", **(extra or {}))
+    return env
+
+
+def torchrun(ranks: int, *args: object, cwd: Path, env: dict[str, str] | None = None, module: bool = True
+             ) -> subprocess.CompletedProcess:  # fmt: skip
+    """`torchrun --standalone --nproc_per_node ranks -m landscape_cli args...` (or a script)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    target = ["-m", "landscape_cli"] if module else []
+    return subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=240, env=_env(env))  # fmt: skip
+
+
+def single(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "landscape_cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=240, env=_env(env))  # fmt: skip
+
+
+def payload(run: subprocess.CompletedProcess) -> dict:
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def close(a: float, b: float, rel: float = 1e-10) -> bool:
+    return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("one")
+    result = payload(single("spectrum", MLP, *EXACT, *SPECTRUM, "--out", d / "one.h5", cwd=d))
+    with h5py.File(d / "one.h5") as f:
+        result["density_arrays"] = {k: f[f"density/{k}"][()] for k in ("nodes", "weights")}
+    return result
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_spectrum_under_torchrun_equals_one_process(reference, ranks, tmp_path) -> None:
+    out = tmp_path / "spectrum.h5"
+    run = torchrun(ranks, "spectrum", MLP, *EXACT, *SPECTRUM, "--out", out, cwd=tmp_path)
+    got = payload(run)  # one JSON document: only rank 0 printed
+    for kind in ("top", "bottom"):
+        for ours, theirs in zip(got[kind], reference[kind], strict=True):
+            assert close(ours["eigenvalue"], theirs["eigenvalue"]), (kind, ours, theirs)
+    assert close(got["trace"]["estimate"], reference["trace"]["estimate"])
+    assert close(got["loss"], reference["loss"]) and got["lanczos"]["hvps"] == reference["lanczos"]["hvps"]
+    assert close(got["density"]["mean"], reference["density"]["mean"])
+    assert got["problem"]["n_samples"] == 301 and got["problem"]["world_size"] == ranks
+    with h5py.File(out) as f:
+        assert f.attrs["world_size"] == ranks and f.attrs["backend"] == "gloo"
+        for name, expected in reference["density_arrays"].items():
+            np.testing.assert_allclose(f[f"density/{name}"][()], expected, rtol=1e-8, atol=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spectrum.h5"]  # one set of files, no rank's leftovers
+    assert "error" not in run.stderr and "warning" not in run.stderr
+
+
+def test_eos_and_check_under_three_ranks_equal_one_process(tmp_path) -> None:
+    eos = ["eos", MLP, *EXACT, "--lr", "0.1", "--json"]
+    one, three = (
+        payload(single(*eos, "--out", tmp_path / "a.h5", cwd=tmp_path)),
+        payload(torchrun(3, *eos, "--out", tmp_path / "b.h5", cwd=tmp_path)),
+    )
+    assert close(one["sharpness"], three["sharpness"]) and one["edge"] == three["edge"]
+    assert close(one["ratio"], three["ratio"])
+    gates = ["check", MLP, "--samples", "301", "--dtype", "float64", "--device", "cpu", "--quiet", "--json",
+             "--max-top-eig", "10", "--max-trace", "1e4", "--max-surface-rise", "10"]  # fmt: skip
+    a, b = payload(single(*gates, cwd=tmp_path)), payload(torchrun(3, *gates, cwd=tmp_path))
+    for g1, g3 in zip(a["gates"], b["gates"], strict=True):
+        assert g1["name"] == g3["name"] and close(g1["value"], g3["value"]), (g1, g3)
+
+
+SURFACE = ["surface", MLP, "--2d", "--x", "-1:1:9", "--y", "-0.5:0.5:7", *EXACT, "--points-per-pass", "1"]
+
+
+def _surface_arrays(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in ("train_loss", "train_acc", "xcoordinates", "ycoordinates")}
+
+
+def test_surface_under_two_ranks_and_a_resume_after_a_rank_died(tmp_path) -> None:
+    """A 63-point sweep: two ranks equal one process; a sweep whose rank 1 died half-way resumes with one rank
+    and with three, and each finishes the file an unbroken sweep writes."""
+    whole = tmp_path / "one.h5"
+    assert single(*SURFACE, "--out", whole, cwd=tmp_path).returncode == 0
+    expected = _surface_arrays(whole)
+    two = tmp_path / "two.h5"
+    run = torchrun(2, *SURFACE, "--out", two, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name, values in _surface_arrays(two).items():
+        np.testing.assert_allclose(values, expected[name], rtol=1e-13, atol=1e-15)
+    with h5py.File(two) as f:
+        assert f.attrs["world_size"] == 2
+
+    loss = ["--loss", f"{HELPERS}:mortal_cross_entropy"]
+    for resumed_ranks in (1, 3):
+        out = tmp_path / f"killed-{resumed_ranks}.h5"
+        started = time.monotonic()
+        died = torchrun(2, *SURFACE, *loss, "--out", out, cwd=tmp_path, env={"KILL_RANK": "1", "KILL_AFTER": "30"})
+        assert died.returncode != 0 and time.monotonic() - started < 120
+        assert not out.exists()
+        header, journal = partial_paths(out)
+        assert header.exists() and journal.stat().st_size > 0, "the stopped sweep left its header and journal"
+        assert "lost contact with another rank" in died.stderr
+        if resumed_ranks == 1:
+            finish = single(*SURFACE, *loss, "--out", out, "--resume", cwd=tmp_path)
+        else:
+            finish = torchrun(3, *SURFACE, *loss, "--out", out, "--resume", cwd=tmp_path)
+        assert finish.returncode == 0, finish.stderr[-2000:]
+        assert not journal.exists() and not header.exists()
+        for name, values in _surface_arrays(out).items():
+            np.testing.assert_allclose(values, expected[name], rtol=1e-13, atol=1e-15)
+
+
+def test_a_rank_that_cannot_read_its_data_ends_the_job_with_its_reason(tmp_path) -> None:
+    started = time.monotonic()
+    run = torchrun(2, "spectrum", MLP, "--data", f"{HELPERS}:digits_unless_rank_one", "--device", "cpu", "--quiet",
+                   "--no-plot", "--out", tmp_path / "s.h5", cwd=tmp_path)  # fmt: skip
+    assert run.returncode != 0 and time.monotonic() - started < 120
+    assert "error: rank 1: " in run.stderr and "shard-1.npy is not on this node" in run.stderr
+    assert "Traceback" not in "\n".join(line for line in run.stderr.splitlines() if line.startswith("error"))
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_the_same_refusal_on_every_rank_is_printed_once(tmp_path) -> None:
+    (tmp_path / "s.h5").write_bytes(b"precious")
+    run = torchrun(2, *SURFACE, "--out", tmp_path / "s.h5", cwd=tmp_path)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    expected = f"error: {tmp_path / 's.h5'} exists; pass --overwrite to replace it, or choose another output"
+    assert errors == [expected], run.stderr[-2000:]
+    assert (tmp_path / "s.h5").read_bytes() == b"precious"
+
+
+API = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch, torch.distributed as dist
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    sys.path.insert(0, {tests!r})
+    from helpers import tiny_data, tiny_models
+    import landscape_cli as ls
+
+    dist.init_process_group("gloo")
+    model = tiny_models()["mlp-tanh"]
+    full = tiny_data("mlp-tanh")
+    data = TensorDataset(full.x[:37], full.y[:37])
+    loader = DataLoader(data, batch_size=5, sampler=DistributedSampler(data, shuffle=False))
+    results = {{}}
+    for name, land in (("sampler", ls.wrap(model, loader, dtype="float64", device="cpu")),
+                       ("flag", ls.wrap(model, DataLoader(data, batch_size=4), dtype="float64", device="cpu",
+                                        distributed=True))):
+        spectrum = land.spectrum(2, 1, tol=1e-10, max_iter=60)
+        results[name] = [*spectrum.lanczos.top.values.tolist(), *spectrum.lanczos.bottom.values.tolist(),
+                         land.problem.local_samples]
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, results)
+    if dist.get_rank() == 0:
+        print(json.dumps(everyone))
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_the_api_inside_a_users_torchrun_job_gives_global_results_on_every_rank(tmp_path) -> None:
+    """A DistributedSampler loader (its padding would repeat samples: the fixed set is split instead) and a
+    plain loader with distributed=True: every rank gets the eigenvalues of all 37 samples."""
+    import torch
+
+    import landscape_cli as ls
+
+    from .helpers import dense_hessian, tiny_data, tiny_models
+
+    script = tmp_path / "job.py"
+    script.write_text(API.format(tests=str(Path(__file__).parent)))
+    run = torchrun(3, script, cwd=tmp_path, module=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = json.loads(run.stdout.strip().splitlines()[-1])
+    from landscape_cli.zoo.data import Dataset
+
+    full = tiny_data("mlp-tanh")
+    x, y = full.x[:37], full.y[:37]
+    dense = torch.linalg.eigvalsh(dense_hessian(tiny_models()["mlp-tanh"], Dataset(x, y))).tolist()
+    expected = [dense[-1], dense[-2], dense[0]]
+    assert [r["sampler"][3] for r in ranks] == [13, 12, 12]
+    for rank in ranks:
+        for key in ("sampler", "flag"):
+            np.testing.assert_allclose(rank[key][:3], expected, rtol=1e-8)
+    alone = ls.wrap(tiny_models()["mlp-tanh"], (x, y), dtype="float64", device="cpu")
+    assert alone.problem.group is None  # no process group here: distributed is off, nothing is shared
