@@ -69,6 +69,15 @@ def train_command(
     micro_batches: Annotated[
         int, _opt("--micro-batches", "msam: micro-batches per batch (must divide the batch size).", SAM)
     ] = 1,
+    ascent_scope: Annotated[
+        str,
+        _opt(
+            "--ascent-scope",
+            "Under torchrun: global (the ascent on the whole batch's gradient, as one process) or "
+            "rank (each rank's own: mSAM with one micro-batch per rank).",
+            SAM,
+        ),
+    ] = "global",
     eigen_iters: Annotated[int, _opt("--eigen-iters", "eigensam: power iterations per estimate.", SAM)] = 5,
     eigen_every: Annotated[int, _opt("--eigen-every", "eigensam: steps between eigenvector estimates.", SAM)] = 100,
     alpha: Annotated[float, _opt("--alpha", "eigensam: weight of the eigenvector component.", SAM)] = 0.2,
@@ -146,6 +155,7 @@ def train_command(
         data=data_spec(data, "train", seed, c.parse_kv(data_arg, "--data-arg")),
         out_dir=out, loss=loss, opt=opt, base=base, lr=lr, momentum=momentum, nesterov=nesterov,
         weight_decay=weight_decay, betas=(beta1, beta2), rho=rho, ascent=ascent, micro_batches=micro_batches,
+        ascent_scope=ascent_scope,
         eigen_iters=eigen_iters, eigen_every=eigen_every, alpha=alpha, clip_grad_norm=clip_grad_norm,
         schedule=lr_schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, batch_size=size, epochs=epochs,
         steps=steps, save_every=save_every, save_every_epochs=save_every_epochs, log_every=log_every,

@@ -12,6 +12,7 @@ import torch
 from ..choices import BASES, OPTIMIZERS, SCHEDULES, TRAIN_LOSSES
 from ..errors import LandscapeError, ParameterError
 from .optimizers import ASCENTS
+from .parallel import ASCENT_SCOPES
 
 #: Seeds lie in [0, 2^32): derived seeds (seed * 1_000_003 + epoch) must fit torch's 64-bit generator.
 SEED_LIMIT = 1 << 32
@@ -35,6 +36,7 @@ class TrainConfig:
     rho: float = 0.05
     ascent: str = "normalized"
     micro_batches: int = 1
+    ascent_scope: str = "global"  # under torchrun: the SAM ascent on the global batch, or each rank's own
     eigen_iters: int = 5
     eigen_every: int = 100
     alpha: float = 0.2
@@ -120,6 +122,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise LandscapeError(message)
+        if self.ascent_scope not in ASCENT_SCOPES:
+            raise ParameterError("ascent_scope", f"must be global or rank, got '{self.ascent_scope}'")
         if self.opt == "msam" and self.batch_size is not None and self.batch_size % self.micro_batches:
             raise ParameterError(
                 ("micro_batches", "batch_size"),

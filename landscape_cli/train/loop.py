@@ -20,6 +20,8 @@ import torch
 
 from ..atomic import check_writable
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..distributed import broadcast_object, raise_everywhere, sum_floats
+from ..distributed import current as distributed_group
 from ..errors import LandscapeError, ParameterError
 from ..limits import require_memory
 from ..linalg import lanczos_extremal
@@ -34,6 +36,7 @@ from .config import RESUMABLE_DIFFERENCES, TrainConfig
 from .display import Display
 from .log import TrainLog
 from .optimizers import make_optimizer
+from .parallel import GradientSync
 from .rundir import LOG_NAME, backup_path, refuse_stale_backup, require_run_directory
 from .schedule import lr_factor
 
@@ -67,6 +70,9 @@ class Run:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(config.seed)
+        #: The ranks of a torchrun job: each takes its share of every global batch; rank 0 writes.
+        self.group = distributed_group()
+        self.writer = self.group is None or self.group.is_main
         n_params = count_parameters(config.model)
         if n_params is not None:  # weights, gradients, optimizer state and the evaluators' copies
             bytes_per = torch.finfo(config.dtype).bits // 8
@@ -89,6 +95,7 @@ class Run:
         self.eval_every = config.eval_every or self.steps_per_epoch
         self.save_every = config.save_every or (config.save_every_epochs or 0) * self.steps_per_epoch
         self.optimizer = make_optimizer(config, self.model)
+        self.optimizer.sync = GradientSync(self.group, config.ascent_scope)
         factor = lr_factor(config.schedule, self.total_steps, config.lr_step_size, config.lr_gamma)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.base, factor)
         self.step = 0
@@ -105,7 +112,15 @@ class Run:
             self.tracker = self._problem(d if idx is None else d.subset(idx))
 
     def _problem(self, data: Dataset) -> Problem:
-        return Problem(self.model, data, self.config.loss, device=self.device, dtype=self.config.dtype)
+        return Problem(self.model, data, self.config.loss, device=self.device, dtype=self.config.dtype,
+                       distributed=self.group is not None)  # fmt: skip
+
+    def _share(self, part: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a (micro-)batch's indices (all of them in one process)."""
+        if self.group is None:
+            return part
+        start, stop = self.group.share(len(part))
+        return part[start:stop]
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -117,22 +132,28 @@ class Run:
 
         def closure(j: int, m: int) -> torch.Tensor:
             part = idx.chunk(m)[j] if m > 1 else idx
-            out = self.model(self.x[part])
+            mine = self._share(part)  # this rank's samples; its loss sum over the whole part's size
+            self.optimizer.sync.local_fraction = len(mine) / len(part)
+            out = self.model(self.x[mine])
             first_outputs.setdefault(j, out.detach())  # the unperturbed pass comes first
-            return per_sample_loss_sum(out, self.y[part], self.config.loss) / len(part)
+            return per_sample_loss_sum(out, self.y[mine], self.config.loss) / len(part)
 
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         loss = float(self.optimizer.step(closure))
-        if not math.isfinite(loss):
-            raise ParameterError("lr", f"the training loss became {loss} at step {self.step}; lower lr")
+        self.optimizer.sync.same_buffers(self.model)
+        if not math.isfinite(loss):  # the global batch's loss: every rank stops here alike
+            error = ParameterError("lr", f"the training loss became {loss} at step {self.step}; lower lr")
+            error.on_every_rank = self.group is not None  # type: ignore[attr-defined]
+            raise error
         self.scheduler.step()
         self.step += 1
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr}
         if self.train_data.task == "classification":
             m = len(first_outputs)
-            parts = idx.chunk(m) if m > 1 else [idx]
+            parts = [self._share(p) for p in (idx.chunk(m) if m > 1 else [idx])]
             correct = sum(int((first_outputs[j].argmax(-1) == self.y[p]).sum()) for j, p in enumerate(parts))
+            (correct,) = sum_floats([correct], self.group, self.device)
             row["accuracy"] = 100.0 * correct / len(idx)
         return row
 
@@ -199,7 +220,8 @@ class Run:
             metrics=dict(self.metrics),
             train_state=state,
         )
-        save_checkpoint(ckpt, path)
+        if self.writer:
+            save_checkpoint(ckpt, path)
         self.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items()) + f" -> {path}")
         return path
 
@@ -208,6 +230,7 @@ class Run:
         saved = dict(state.get("config") or {})
         if (ckpt.format_version or 0) < 2 and saved.get("loss") == "mse":
             saved["loss"] = "half_sse"  # what format 1 meant by mse
+        saved.setdefault("ascent_scope", "global")  # runs from before data-parallel training
         mine = self.config.to_dict()
         differing = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
         if differing:
@@ -234,8 +257,50 @@ def train_model(
 ) -> Path:
     """Train and return the path of the final checkpoint (`final.pt` in the run directory).
 
-    The run directory is locked for the whole run: a second `train --out` on it is refused at once."""
+    The run directory is locked for the whole run: a second `train --out` on it is refused at once. Under
+    torchrun rank 0 owns the run directory and tells the other ranks where to start (or why not to)."""
     config.validate()
+    group = distributed_group()
+    if group is not None and not group.is_main:
+        return _follow(config)
+    started: list[bool] = []  # set once the other ranks were told to start
+    try:
+        return _train_checked(config, log, overwrite, resume, quiet, started)
+    except LandscapeError as exc:
+        if group is not None and not started:
+            broadcast_object(("refused", str(exc)), group)  # the other ranks stop with rank 0's reason
+            exc.on_every_rank = True  # type: ignore[attr-defined]
+        raise
+
+
+def _follow(config: TrainConfig) -> Path:
+    """A rank other than 0: the same steps and measurements on its share of each batch, writing nothing."""
+    run = Run(config, lambda _: None)
+    status, value = broadcast_object(None, run.group)
+    if status == "refused":
+        raise_everywhere(value)
+    if value is not None:
+        run.restore(load_checkpoint(value))
+    _steps(run, Path(config.out_dir), _NoLog(), Display(run.total_steps, quiet=True), start_fresh=value is None)
+    return Path(config.out_dir) / "final.pt"
+
+
+class _NoLog:
+    """The training log of a rank that writes none."""
+
+    def append(self, table: str, row: dict[str, float]) -> None:
+        pass
+
+    def rows(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _train_checked(
+    config: TrainConfig, log: Callable[[str], None], overwrite: bool, resume: bool, quiet: bool, started: list[bool]
+) -> Path:
     out = Path(config.out_dir)
     if str(out) in ("", "."):
         raise LandscapeError("--out must name the run directory, e.g. --out runs/sgd")
@@ -248,11 +313,17 @@ def train_model(
     check_writable(out / "final.pt")
     with exclusive([out]):
         refuse_stale_backup(out)
-        return _train_locked(config, out, log, overwrite, resume, quiet)
+        return _train_locked(config, out, log, overwrite, resume, quiet, started)
 
 
 def _train_locked(
-    config: TrainConfig, out: Path, log: Callable[[str], None], overwrite: bool, resume: bool, quiet: bool
+    config: TrainConfig,
+    out: Path,
+    log: Callable[[str], None],
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    started: list[bool],
 ) -> Path:
     existed = out.exists()
     previous = existed and any(out.iterdir())
@@ -276,33 +347,16 @@ def _train_locked(
         resume_rows = ckpt.train_state.get("log_rows") or run.step
 
     def loop() -> Path:
-        train_log = TrainLog(out / LOG_NAME, {"config": config.to_dict(), "kind": "train-log"}, resume_rows)
+        if run.group is not None:  # the directory is ready: the other ranks start where rank 0 does
+            broadcast_object(("start", None if start is None else str(start)), run.group)
+            started.append(True)
+        attrs = {"config": config.to_dict(), "kind": "train-log", "world_size": 1 if run.group is None else
+                 run.group.world_size, "backend": "none" if run.group is None else run.group.backend}  # fmt: skip
+        train_log = TrainLog(out / LOG_NAME, attrs, resume_rows)
         run.log_rows = train_log.rows
         display = Display(run.total_steps, quiet=quiet, echo=log)
         run.log = display.log  # messages go above the live table, not over it
-        try:
-            if start is None:
-                _measure(run, train_log, display)
-                if run.save_every:  # the starting point, for trajectory plots (surface --dirs pca:RUN)
-                    run.checkpoint(out / f"step_{0:07d}.pt")
-            while run.step < run.total_steps:
-                row = run.train_step()
-                display.update(**row)
-                if run.step % config.log_every == 0:
-                    train_log.append("train", row)
-                if run.step % run.eval_every == 0 or run.step == run.total_steps:
-                    _measure(run, train_log, display)
-                elif config.track_sharpness_every and run.step % config.track_sharpness_every == 0:
-                    _track(run, train_log, display)
-                if run.save_every and run.step % run.save_every == 0 and run.step < run.total_steps:
-                    if run.step % run.eval_every:
-                        run.evaluate()
-                    run.checkpoint(out / f"step_{run.step:07d}.pt")
-            run.model.eval()
-            return run.checkpoint(out / "final.pt")
-        finally:
-            display.close()
-            train_log.close()
+        return _steps(run, out, train_log, display, start_fresh=start is None)
 
     # With --overwrite the previous run is only moved aside, and comes back if this one fails or is
     # interrupted (Ctrl-C, SIGTERM): a failed run destroys nothing. A SIGKILL leaves the backup, which the
@@ -336,7 +390,36 @@ def _run_replacing(out: Path, backup: Path | None, existed: bool, loop: Callable
     return final
 
 
-def _measure(run: Run, train_log: TrainLog, display: Display) -> None:
+def _steps(run: Run, out: Path, train_log: TrainLog | _NoLog, display: Display, start_fresh: bool) -> Path:
+    """Train to the last step: evaluations, sharpness tracking and checkpoints at their steps (the same calls on
+    every rank, since measurements are collective)."""
+    config = run.config
+    try:
+        if start_fresh:
+            _measure(run, train_log, display)
+            if run.save_every:  # the starting point, for trajectory plots (surface --dirs pca:RUN)
+                run.checkpoint(out / f"step_{0:07d}.pt")
+        while run.step < run.total_steps:
+            row = run.train_step()
+            display.update(**row)
+            if run.step % config.log_every == 0:
+                train_log.append("train", row)
+            if run.step % run.eval_every == 0 or run.step == run.total_steps:
+                _measure(run, train_log, display)
+            elif config.track_sharpness_every and run.step % config.track_sharpness_every == 0:
+                _track(run, train_log, display)
+            if run.save_every and run.step % run.save_every == 0 and run.step < run.total_steps:
+                if run.step % run.eval_every:
+                    run.evaluate()
+                run.checkpoint(out / f"step_{run.step:07d}.pt")
+        run.model.eval()
+        return run.checkpoint(out / "final.pt")
+    finally:
+        display.close()
+        train_log.close()
+
+
+def _measure(run: Run, train_log: TrainLog | _NoLog, display: Display) -> None:
     row = run.evaluate()
     train_log.append("eval", row)
     display.update(step=run.step, epoch=run.step / run.steps_per_epoch)
@@ -346,7 +429,7 @@ def _measure(run: Run, train_log: TrainLog, display: Display) -> None:
     display.line()
 
 
-def _track(run: Run, train_log: TrainLog, display: Display) -> None:
+def _track(run: Run, train_log: TrainLog | _NoLog, display: Display) -> None:
     row = run.track_sharpness()
     train_log.append("sharpness", row)
     display.measured(run.step, sharpness=row["top_eigenvalue"])

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import LandscapeError, ParameterError
 from ..linalg.power import power_iteration
+from .parallel import GradientSync
 
 VARIANTS = ("sam", "asam", "ssam", "msam", "eigensam", "usam")
 ASCENTS = ("normalized", "unnormalized")
@@ -99,6 +100,8 @@ class SharpnessAware(torch.optim.Optimizer):
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ParameterError("clip_grad_norm", f"clip_grad_norm must be positive, got {clip_grad_norm}")
         self.base = base
+        #: Sums over the ranks of a data-parallel run (identity in one process); see train.parallel.
+        self.sync = GradientSync(None)
         self.variant, self.rho, self.ascent = variant, float(rho), ascent
         self.micro_batches = micro_batches if variant == "msam" else 1
         self.eigen_iters, self.eigen_every, self.alpha = eigen_iters, eigen_every, float(alpha)
@@ -165,8 +168,9 @@ class SharpnessAware(torch.optim.Optimizer):
             def hessian(v: torch.Tensor) -> torch.Tensor:
                 parts = [t.reshape(s) for t, s in zip(v.split(sizes), shapes, strict=True)]
                 hv = torch.autograd.grad(_dot(g, parts), self.params, retain_graph=True, allow_unused=True)
-                return torch.cat([(torch.zeros_like(p) if h is None else h.detach()).reshape(-1)
-                                  for p, h in zip(self.params, hv, strict=True)])  # fmt: skip
+                hv = self.sync.gradients([torch.zeros_like(p) if h is None else h.detach()
+                                          for p, h in zip(self.params, hv, strict=True)])  # fmt: skip
+                return torch.cat([h.reshape(-1) for h in hv])
 
             v, _ = power_iteration(hessian, start.to(self.params[0]), self.eigen_iters)
         self.eigenvector = [t.reshape(s) for t, s in zip(v.split(sizes), shapes, strict=True)]
@@ -201,12 +205,12 @@ class SharpnessAware(torch.optim.Optimizer):
         for j in range(m):
             with torch.enable_grad():
                 loss = closure(j, m)
-                g = [t.detach() for t in self._grads(loss)]
-            losses.append(loss.detach())
+                g = self.sync.ascent([t.detach() for t in self._grads(loss)])
+            losses.append(self.sync.value(loss))
             g_norm = _norm(g)
             ascent_sq.append(g_norm**2)
             eps = self._perturbation(g, g_norm)
-            g_sam = self._gradient_at(closure, j, m, eps)
+            g_sam = self.sync.gradients(self._gradient_at(closure, j, m, eps))
             if m == 1:
                 descent, perturbation = g_sam, eps
             elif j == 0:
@@ -214,9 +218,9 @@ class SharpnessAware(torch.optim.Optimizer):
             else:
                 torch._foreach_add_(descent, g_sam, alpha=1.0 / m)
                 torch._foreach_add_(perturbation, eps, alpha=1.0 / m)
-        if self.variant == "ssam":
-            torch._foreach_mul_(descent, g_norm / _norm(descent).clamp_min(1e-12))
-        self._ascent_norm = torch.stack(ascent_sq).mean().sqrt()
+        if self.variant == "ssam":  # on every rank alike: with a rank-scope ascent, the RMS of the ranks' norms
+            torch._foreach_mul_(descent, self.sync.root_mean_square(g_norm) / _norm(descent).clamp_min(1e-12))
+        self._ascent_norm = self.sync.root_mean_square(torch.stack(ascent_sq).mean().sqrt())
         self._descent = descent
         self.last_perturbation = perturbation
         for p, d in zip(self.params, descent, strict=True):
@@ -251,17 +255,20 @@ class PlainStep:
         self.params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         self.clip_grad_norm = clip_grad_norm
         self.last_perturbation: list[torch.Tensor] | None = None
+        self.sync = GradientSync(None)
 
     def step(self, closure: Closure) -> torch.Tensor:
         with torch.enable_grad():
             loss = closure(0, 1)
             grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        grads = self.sync.gradients([torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads,
+                                                                                             strict=True)])  # fmt: skip
         for p, g in zip(self.params, grads, strict=True):
-            p.grad = torch.zeros_like(p) if g is None else g
+            p.grad = g
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.base.step()
-        return loss.detach()
+        return self.sync.value(loss.detach())
 
     def state_dict(self) -> dict:
         return {"base": self.base.state_dict()}
