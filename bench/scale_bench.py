@@ -24,30 +24,8 @@ from torch import nn
 import torch.nn.functional as F
 torch.set_num_threads(2)
 
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); self.b2 = nn.BatchNorm2d(cout)
-        self.short = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-    def forward(self, x):
-        out = F.relu(self.b1(self.c1(x)))
-        return F.relu(self.b2(self.c2(out)) + self.short(x))
-
-class ResNet18(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        layers, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, 10)
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
+sys.path.insert(0, BENCH)
+from scale_model import ResNet18
 
 tool, images = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(0)
@@ -81,7 +59,11 @@ def main() -> None:
     rows = []
     for tool in args.tools.split(","):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD, tool, str(args.images)], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD.replace("BENCH", repr(str(ROOT / "bench"))), tool, str(args.images)],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             rows.append({"tool": tool, "images": args.images, "failed": out.stderr.strip().splitlines()[-1:]})
         else:

@@ -121,3 +121,21 @@ def test_cuda_api_check_and_compare_match_cpu() -> None:
     assert gpu.value("max_trace") == pytest.approx(cpu.value("max_trace"), rel=1e-3)  # Hutch++ probes on device
     same = ls.compare(path, path, what="top,trace,surface", samples=500, max_increase=0.0)
     assert same.passed and all(d.change == 0.0 for d in same.deltas)
+
+
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_torchrun_on_the_gpu_equals_one_process(backend, tmp_path) -> None:
+    """Two ranks on the GPU(s) (NCCL needs one GPU per rank; Gloo reduces CUDA tensors on one GPU): the
+    spectrum of one process on the same GPU, to float32 rounding."""
+    from .test_distributed import payload, single, torchrun
+
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs a GPU per rank")
+    args = ["spectrum", SAMPLE_DIR / "resnet_digits.pt", "--samples", "301", "--top-k", "2", "--trace",
+            "--hvp", "double-backward", "--device", "cuda", "--no-plot", "--json", "--quiet"]  # fmt: skip
+    one = payload(single(*args, "--out", tmp_path / "one.h5", cwd=tmp_path))
+    two = payload(torchrun(2, *args, "--dist-backend", backend, "--out", tmp_path / "two.h5", cwd=tmp_path))
+    assert two["problem"]["backend"] == backend and two["problem"]["world_size"] == 2
+    for a, b in zip(one["top"], two["top"], strict=True):
+        assert abs(a["eigenvalue"] - b["eigenvalue"]) <= 1e-4 * abs(a["eigenvalue"])
+    assert abs(one["trace"]["estimate"] - two["trace"]["estimate"]) <= 1e-3 * abs(one["trace"]["estimate"])
