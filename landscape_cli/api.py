@@ -42,6 +42,7 @@ from .check.run import run_checks
 from .checkpoint import LOSSES, Checkpoint, load_checkpoint
 from .choices import CURVATURES
 from .distributed import current as current_group
+from .distributed import share_file
 from .eos.measure import EosResult, measure_checkpoint
 from .eos.setting import OptimizerSetting
 from .errors import LandscapeError, ParameterError
@@ -590,6 +591,8 @@ def compare(
             matrix = (curvature, params)
             base_values, quantities = _measure(base_scape, measures, radius, tol, seed, tracker, "random", surface,
                                                matrix)  # fmt: skip
+            if "surface" in measures:
+                share_file(surface, base_scape.problem.group)  # rank 0 wrote it; every rank sweeps NEW on it
             del base_scape
             new_scape = new if isinstance(new, Landscape) else load(new, seed=seed, **load_options)
             new_values, _ = _measure(new_scape, measures, radius, tol, seed, tracker, f"file:{surface}", None, matrix)

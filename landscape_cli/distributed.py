@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,6 +172,15 @@ def raise_everywhere(message: str | None) -> None:
         error = LandscapeError(message)
         error.on_every_rank = True  # type: ignore[attr-defined]
         raise error
+
+
+def share_file(path: Path, group: Group | None) -> None:
+    """Rank 0's file, written only there, copied to the same path on every other rank (a scratch file)."""
+    if group is None:
+        return
+    data = broadcast_object(path.read_bytes() if group.is_main else None, group)
+    if not group.is_main:
+        path.write_bytes(data)
 
 
 def barrier(group: Group | None) -> None:

@@ -304,3 +304,12 @@ def test_a_killed_two_rank_run_resumes_with_three_ranks_to_the_same_weights(tmp_
     resumed = torchrun(3, *args, "--out", tmp_path / "cut", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[:3000]
     _same_weights(tmp_path / "whole", tmp_path / "cut", 1e-12)
+
+
+def test_compare_under_two_ranks_equals_one_process(tmp_path) -> None:
+    """NEW is swept on BASE's directions, whose file only rank 0 writes: every rank gets it."""
+    args = ["compare", MLP, SAMPLE_DIR / "mlp_digits_ssam.pt", *EXACT, "--what", "top,surface", "--json"]
+    one, two = payload(single(*args, cwd=tmp_path)), payload(torchrun(2, *args, cwd=tmp_path))
+    for a, b in zip(one["deltas"], two["deltas"], strict=True):
+        assert a["measure"] == b["measure"] and close(a["base"], b["base"]) and close(a["new"], b["new"]), (a, b)
+    assert list(tmp_path.iterdir()) == []
