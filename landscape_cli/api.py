@@ -400,7 +400,7 @@ def wrap(
     function `fn(output, batch)` returning the batch's mean or `(loss_sum, count)`; see
     `landscape_cli.losses`.
 
-    `optimizer`: a torch SGD or Adam (or landscape's SharpnessAware), for the edge of stability; Adam's
+    `optimizer`: a torch SGD or Adam, or one of `landscape_cli.optim`'s, for the edge of stability; Adam's
     state gives the preconditioner.
 
     `distributed`: inside a torchrun job (a process group started), True shares the samples among the ranks
@@ -483,9 +483,10 @@ def _optimizer_setting(
     """Hyper-parameters of a live optimizer as an edge-of-stability setting (and Adam's state)."""
     if optimizer is None:
         return None, None
+    from .optim import SharpnessAwareOptimizer
     from .train.optimizers import SharpnessAware
 
-    sharpness_aware = isinstance(optimizer, SharpnessAware)
+    sharpness_aware = isinstance(optimizer, SharpnessAware | SharpnessAwareOptimizer)
     base = optimizer.base if sharpness_aware else optimizer
     group = base.param_groups[0]
     if isinstance(base, torch.optim.Adam | torch.optim.AdamW):
@@ -500,7 +501,10 @@ def _optimizer_setting(
         state = None
     else:
         raise LandscapeError(f"no edge-of-stability formula for {type(base).__name__}; use SGD, Adam or SAM")
-    if sharpness_aware:
+    if isinstance(optimizer, SharpnessAwareOptimizer):
+        setting = setting.override(opt=optimizer.variant, rho=float(optimizer.param_groups[0]["rho"]),
+                                   micro_batches=getattr(optimizer, "micro_batches", 1))  # fmt: skip
+    elif sharpness_aware:
         setting = setting.override(opt=optimizer.variant, rho=optimizer.rho, micro_batches=optimizer.micro_batches)
     return setting, state
 

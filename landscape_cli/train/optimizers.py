@@ -47,6 +47,33 @@ def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     return sum((x * y).sum() for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
+def perturbation(
+    variant: str,
+    params: list[torch.Tensor],
+    g: list[torch.Tensor],
+    g_norm: torch.Tensor,
+    rho: float,
+    ascent: str = "normalized",
+    eigenvector: list[torch.Tensor] | None = None,
+    alpha: float = 0.2,
+) -> list[torch.Tensor]:
+    """eps of each variant from the batch gradient g (see the module docstring): the one formula the trainer and
+    the drop-in optimizers of `landscape_cli.optim` share."""
+    if variant == "usam" or (variant == "ssam" and ascent == "unnormalized"):
+        return torch._foreach_mul(g, rho)
+    if variant == "asam":
+        scale = [p.detach().abs() + ASAM_ETA for p in params]
+        denom = _norm([s * t for s, t in zip(scale, g, strict=True)]).clamp_min(1e-12)
+        return [rho * s * s * t / denom for s, t in zip(scale, g, strict=True)]
+    g_hat = torch._foreach_div(g, g_norm.clamp_min(1e-12))
+    if variant == "eigensam" and eigenvector is not None:
+        along = _dot(g_hat, eigenvector)
+        sign = torch.sign(_dot(g, eigenvector))
+        v_perp = [vi - along * gi for vi, gi in zip(eigenvector, g_hat, strict=True)]
+        return [rho * (gi + alpha * sign * vi) for gi, vi in zip(g_hat, v_perp, strict=True)]
+    return torch._foreach_mul(g_hat, rho)
+
+
 class BatchNormFreeze:
     """Snapshot every BatchNorm buffer and put it back: the perturbed pass must not move them."""
 
@@ -137,20 +164,7 @@ class SharpnessAware(torch.optim.Optimizer):
         return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
 
     def _perturbation(self, g: list[torch.Tensor], g_norm: torch.Tensor) -> list[torch.Tensor]:
-        if self.variant == "usam" or (self.variant == "ssam" and self.ascent == "unnormalized"):
-            return torch._foreach_mul(g, self.rho)
-        if self.variant == "asam":
-            scale = [p.detach().abs() + ASAM_ETA for p in self.params]
-            denom = _norm([s * t for s, t in zip(scale, g, strict=True)]).clamp_min(1e-12)
-            return [self.rho * s * s * t / denom for s, t in zip(scale, g, strict=True)]
-        g_hat = torch._foreach_div(g, g_norm.clamp_min(1e-12))
-        if self.variant == "eigensam" and self.eigenvector is not None:
-            v = self.eigenvector
-            along = _dot(g_hat, v)
-            sign = torch.sign(_dot(g, v))
-            v_perp = [vi - along * gi for vi, gi in zip(v, g_hat, strict=True)]
-            return [self.rho * (gi + self.alpha * sign * vi) for gi, vi in zip(g_hat, v_perp, strict=True)]
-        return torch._foreach_mul(g_hat, self.rho)
+        return perturbation(self.variant, self.params, g, g_norm, self.rho, self.ascent, self.eigenvector, self.alpha)
 
     def _update_eigenvector(self, closure: Closure) -> None:
         """Power iteration on the batch loss's Hessian (an operator over the batch's gradient graph, built once),
