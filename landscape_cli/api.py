@@ -484,9 +484,8 @@ def _optimizer_setting(
     if optimizer is None:
         return None, None
     from .optim import SharpnessAwareOptimizer
-    from .train.optimizers import SharpnessAware
 
-    sharpness_aware = isinstance(optimizer, SharpnessAware | SharpnessAwareOptimizer)
+    sharpness_aware = isinstance(optimizer, SharpnessAwareOptimizer)
     base = optimizer.base if sharpness_aware else optimizer
     group = base.param_groups[0]
     if isinstance(base, torch.optim.Adam | torch.optim.AdamW):
@@ -501,11 +500,9 @@ def _optimizer_setting(
         state = None
     else:
         raise LandscapeError(f"no edge-of-stability formula for {type(base).__name__}; use SGD, Adam or SAM")
-    if isinstance(optimizer, SharpnessAwareOptimizer):
+    if sharpness_aware:
         setting = setting.override(opt=optimizer.variant, rho=float(optimizer.param_groups[0]["rho"]),
                                    micro_batches=getattr(optimizer, "micro_batches", 1))  # fmt: skip
-    elif sharpness_aware:
-        setting = setting.override(opt=optimizer.variant, rho=optimizer.rho, micro_batches=optimizer.micro_batches)
     return setting, state
 
 

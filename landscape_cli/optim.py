@@ -66,10 +66,13 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         rho: float = 0.05,
         *,
         model: nn.Module | None = None,
+        clip_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
         if not (isinstance(rho, int | float) and 0 < rho < math.inf):
             raise ValueError(f"rho must be positive and finite, got {rho}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive, got {clip_grad_norm}")
         if isinstance(base_optimizer, torch.optim.Optimizer):
             if base_kwargs:
                 raise ValueError(f"an optimizer instance takes no further arguments, got {sorted(base_kwargs)}")
@@ -83,10 +86,15 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.state = self.base.state
         self.defaults.update(self.base.defaults)
         self.model = model
+        #: The descent gradient is clipped to this global norm before the base optimizer's step (None: not).
+        self.clip_grad_norm = clip_grad_norm
+        self._descent_norm: torch.Tensor | None = None
         #: Sums over the ranks of a data-parallel run made without DDP (`landscape train`); identity otherwise.
         self.sync = GradientSync(None)
         self.last_perturbation: list[torch.Tensor] | None = None
         self._saved: list[torch.Tensor] | None = None
+        #: Steps taken (a skipped one included, as torch's schedulers count it).
+        self.steps = 0
         self._skip = False
         self._ascent_norm: torch.Tensor | None = None
 
@@ -145,15 +153,23 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         params = self._params()
         torch._foreach_copy_(params, self._saved)
         self._saved = None
+        self.steps += 1
         self._opt_called = True  # an LR scheduler's check that the optimizer stepped
         if not self._skip:
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                self.sync.gradients(grads)
-                self._rescale_descent(grads)
-            self.base.step()
+            self._descend([p.grad for p in params if p.grad is not None])
         if zero_grad:
             self.zero_grad()
+
+    def _descend(self, grads: list[torch.Tensor]) -> None:
+        """The base optimizer's step with the descent gradient in `.grad`: summed over ranks, rescaled (SSAM),
+        clipped."""
+        if grads:
+            self.sync.gradients(grads)
+            self._rescale_descent(grads)
+            if self.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self._params(), self.clip_grad_norm)
+            self._descent_norm = _norm(grads)
+        self.base.step()
 
     def _rescale_descent(self, grads: list[torch.Tensor]) -> None:
         """SSAM's hook; the others step with the gradient as it is."""
@@ -189,7 +205,13 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
 
     @property
     def last_ascent_grad_norm(self) -> float:
+        """||g|| of the last ascent (the root mean square over micro-batches for mSAM)."""
         return math.nan if self._ascent_norm is None else float(self._ascent_norm)
+
+    @property
+    def last_descent_grad_norm(self) -> float:
+        """Norm of the gradient the base optimizer received in the last step (after rescaling and clipping)."""
+        return math.nan if self._descent_norm is None else float(self._descent_norm)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
@@ -257,7 +279,6 @@ class EigenSAM(SharpnessAwareOptimizer):
             raise ValueError("eigen_every and eigen_iters must be at least 1")
         self.alpha, self.eigen_every, self.eigen_iters, self.seed = float(alpha), eigen_every, eigen_iters, seed
         self.eigenvector: list[torch.Tensor] | None = None
-        self.steps = 0
         super().__init__(params, base_optimizer, rho, **kwargs)
 
     def _perturb(self, grads: list[torch.Tensor], params: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
@@ -270,7 +291,6 @@ class EigenSAM(SharpnessAwareOptimizer):
             if loss_fn is None:
                 raise ValueError(f"step {self.steps} refreshes the eigenvector: pass loss_fn to first_step or step")
             self.update_eigenvector(loss_fn)
-        self.steps += 1
         super().first_step(zero_grad, grad_scaler)
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None,  # type: ignore[override]
@@ -375,6 +395,6 @@ class MSAM(SharpnessAwareOptimizer):
         self.last_perturbation = eps_mean
         for p, d in zip(params, descent, strict=True):  # type: ignore[arg-type]
             p.grad = d
-        self.sync.gradients([p.grad for p in params])  # type: ignore[misc]
-        self.base.step()
+        self._descend([p.grad for p in params])  # type: ignore[misc]
+        self.steps += 1
         return torch.stack(losses).mean() if losses else None  # type: ignore[return-value]

@@ -68,3 +68,23 @@ def symmetric_with_spectrum(eigenvalues: torch.Tensor, seed: int = 0) -> torch.T
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
     return (q * eigenvalues.double()) @ q.T
+
+
+def sam_step(opt, loss_fn) -> torch.Tensor:  # noqa: ANN001
+    """One step of a landscape_cli.optim optimizer in davda54/sam's two-step convention; `loss_fn()` returns the
+    batch loss. BatchNorm statistics move on the first pass only."""
+    import contextlib
+
+    from landscape_cli import optim
+
+    opt.zero_grad()
+    loss = loss_fn()
+    loss.backward()
+    if isinstance(opt, optim.EigenSAM):
+        opt.first_step(zero_grad=True, loss_fn=loss_fn)
+    else:
+        opt.first_step(zero_grad=True)
+    with optim.frozen_batchnorm(opt.model) if opt.model is not None else contextlib.nullcontext():
+        loss_fn().backward()
+    opt.second_step(zero_grad=True)
+    return loss.detach()

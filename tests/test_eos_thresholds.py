@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from landscape_cli import optim
 from landscape_cli.eos.thresholds import (
     adam_edge,
     gd_edge,
@@ -23,7 +24,8 @@ from landscape_cli.eos.thresholds import (
     usam_edge,
 )
 from landscape_cli.errors import LandscapeError
-from landscape_cli.train.optimizers import SharpnessAware
+
+from .helpers import sam_step
 
 LR = 0.1
 STEPS = 3000
@@ -39,8 +41,8 @@ def _run(top: float, make_optimizer, steps: int = STEPS) -> float:
         return 0.5 * (h * w * w).sum()
 
     for _ in range(steps):
-        if isinstance(optimizer, SharpnessAware):
-            optimizer.step(closure)
+        if isinstance(optimizer, optim.SharpnessAwareOptimizer):
+            sam_step(optimizer, closure)
         else:
             optimizer.zero_grad()
             closure().backward()
@@ -62,12 +64,12 @@ def _sgd(momentum: float = 0.0, nesterov: bool = False):
         (heavy_ball_edge(LR, 0.5), _sgd(0.5)),
         (nesterov_edge(LR, 0.9), _sgd(0.9, nesterov=True)),
         (nesterov_edge(LR, 0.5), _sgd(0.5, nesterov=True)),
-        (usam_edge(LR, 0.05), lambda p: SharpnessAware(torch.optim.SGD(p, lr=LR), variant="usam", rho=0.05)),
+        (usam_edge(LR, 0.05), lambda p: optim.USAM(p, torch.optim.SGD, rho=0.05, lr=LR)),
         (
             usam_edge(LR, 0.05, momentum=0.9),
-            lambda p: SharpnessAware(torch.optim.SGD(p, lr=LR, momentum=0.9), variant="usam", rho=0.05),
+            lambda p: optim.USAM(p, torch.optim.SGD, rho=0.05, lr=LR, momentum=0.9),
         ),
-        (ssam_edge(LR), lambda p: SharpnessAware(torch.optim.SGD(p, lr=LR), variant="ssam", rho=0.05)),
+        (ssam_edge(LR), lambda p: optim.SSAM(p, torch.optim.SGD, rho=0.05, lr=LR)),
     ],
     ids=["gd", "heavy-ball 0.9", "heavy-ball 0.5", "nesterov 0.9", "nesterov 0.5", "usam", "usam+momentum", "ssam"],
 )
@@ -82,9 +84,9 @@ def test_sam_two_cycle_and_its_edge() -> None:
     rho = 0.05
     for lam in (5.0, 12.0, 19.0):
         w = torch.nn.Parameter(torch.tensor([0.3], dtype=torch.float64))
-        sam = SharpnessAware(torch.optim.SGD([w], lr=LR), variant="sam", rho=rho)
+        sam = optim.SAM([w], torch.optim.SGD, rho=rho, lr=LR)
         for _ in range(2000):
-            sam.step(lambda j=0, m=1, lam=lam, w=w: 0.5 * lam * (w * w).sum())
+            sam_step(sam, lambda lam=lam, w=w: 0.5 * lam * (w * w).sum())
         cycle = LR * lam * rho / (2 - LR * lam)
         assert abs(float(w.detach())) == pytest.approx(cycle, rel=1e-9)
         assert sam_edge(LR, rho, lam * cycle) == pytest.approx(lam, rel=1e-12)
@@ -94,12 +96,12 @@ def test_ssam_is_gd_in_one_dimension() -> None:
     w_gd = torch.nn.Parameter(torch.tensor([0.7], dtype=torch.float64))
     w_ssam = torch.nn.Parameter(torch.tensor([0.7], dtype=torch.float64))
     gd = torch.optim.SGD([w_gd], lr=LR)
-    ssam = SharpnessAware(torch.optim.SGD([w_ssam], lr=LR), variant="ssam", rho=0.1)
+    ssam = optim.SSAM([w_ssam], torch.optim.SGD, rho=0.1, lr=LR)
     for _ in range(50):
         gd.zero_grad()
         (0.5 * 15.0 * w_gd * w_gd).sum().backward()
         gd.step()
-        ssam.step(lambda j=0, m=1: (0.5 * 15.0 * w_ssam * w_ssam).sum())
+        sam_step(ssam, lambda: (0.5 * 15.0 * w_ssam * w_ssam).sum())
     assert float(w_ssam.detach()) == pytest.approx(float(w_gd.detach()), rel=1e-12, abs=1e-300)
 
 

@@ -27,6 +27,7 @@ from ..limits import require_memory
 from ..linalg import lanczos_extremal
 from ..locks import exclusive
 from ..operators import CurvatureOperator
+from ..optim import MSAM, EigenSAM, frozen_batchnorm
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
 from ..signals import sigterm_raises
@@ -35,7 +36,7 @@ from ..zoo.models import build_model, count_parameters
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
 from .display import Display
 from .log import TrainLog
-from .optimizers import make_optimizer
+from .optimizers import PlainStep, load_trainer_state, make_optimizer, trainer_state
 from .parallel import GradientSync
 from .rundir import LOG_NAME, backup_path, refuse_stale_backup, require_run_directory
 from .schedule import lr_factor
@@ -128,19 +129,19 @@ class Run:
         if self._order_epoch != epoch:
             self._order, self._order_epoch = _epoch_order(self.config, epoch, self.n, self.device), epoch
         idx = self._order[offset * self.batch : (offset + 1) * self.batch]
-        first_outputs: dict[int, torch.Tensor] = {}
+        first_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # each part's samples and unperturbed outputs
 
-        def closure(j: int, m: int) -> torch.Tensor:
-            part = idx.chunk(m)[j] if m > 1 else idx
+        def loss_of(part: torch.Tensor, record: bool = False) -> torch.Tensor:
             mine = self._share(part)  # this rank's samples; its loss sum over the whole part's size
             self.optimizer.sync.local_fraction = len(mine) / len(part)
             out = self.model(self.x[mine])
-            first_outputs.setdefault(j, out.detach())  # the unperturbed pass comes first
+            if record:
+                first_outputs.append((mine, out.detach()))
             return per_sample_loss_sum(out, self.y[mine], self.config.loss) / len(part)
 
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
-        loss = float(self.optimizer.step(closure))
+        loss = float(self._step(idx, loss_of))
         self.optimizer.sync.same_buffers(self.model)
         if not math.isfinite(loss):  # the global batch's loss: every rank stops here alike
             error = ParameterError("lr", f"the training loss became {loss} at step {self.step}; lower lr")
@@ -150,12 +151,39 @@ class Run:
         self.step += 1
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr}
         if self.train_data.task == "classification":
-            m = len(first_outputs)
-            parts = [self._share(p) for p in (idx.chunk(m) if m > 1 else [idx])]
-            correct = sum(int((first_outputs[j].argmax(-1) == self.y[p]).sum()) for j, p in enumerate(parts))
+            correct = sum(int((out.argmax(-1) == self.y[mine]).sum()) for mine, out in first_outputs)
             (correct,) = sum_floats([correct], self.group, self.device)
             row["accuracy"] = 100.0 * correct / len(idx)
         return row
+
+    def _step(self, idx: torch.Tensor, loss_of: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """One optimizer step on the batch `idx` with landscape_cli.optim's classes, as a user's loop makes it:
+        backward, first_step, backward at w + eps (BatchNorm statistics frozen), second_step. Returns the loss
+        of the global batch at w."""
+        opt = self.optimizer
+        if isinstance(opt, MSAM):
+
+            def on_part(part: torch.Tensor) -> torch.Tensor:
+                value = loss_of(part, record=not self._perturbed_pass)
+                value.backward()
+                self._perturbed_pass = not self._perturbed_pass
+                return value
+
+            self._perturbed_pass = False
+            return opt.sync.value(opt.step(on_part, idx))
+        loss = loss_of(idx, record=True)
+        loss.backward()
+        if isinstance(opt, PlainStep):
+            opt.descend()
+            return opt.sync.value(loss.detach())
+        if isinstance(opt, EigenSAM):
+            opt.first_step(zero_grad=True, loss_fn=lambda: loss_of(idx))
+        else:
+            opt.first_step(zero_grad=True)
+        with frozen_batchnorm(self.model):
+            loss_of(idx).backward()
+        opt.second_step(zero_grad=True)
+        return opt.sync.value(loss.detach())
 
     # -- measurements -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -202,7 +230,7 @@ class Run:
         state: dict[str, Any] = {
             "log_rows": self.log_rows(),
             "config": self.config.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": trainer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state(),
         }
@@ -239,7 +267,7 @@ class Run:
                 + ", ".join(f"{k} ({saved.get(k)!r} vs {mine[k]!r})" for k in differing[:4])
             )
         self.model.load_state_dict(ckpt.state_dict)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_trainer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
