@@ -77,13 +77,16 @@ def lanczos_extremal(
     dtype: torch.dtype | None = None,
     want_vectors: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    start: torch.Tensor | None = None,
 ) -> LanczosResult:
     """The `top_k` largest and `bottom_k` smallest eigenvalues of the operator `matvec`.
 
     Stops when every requested Ritz value's error bound is below `tol` relative to its size
     (sizes under 1e-3 of the largest are measured against that instead), at `max_iter`
-    matvecs, or when the Krylov space is the whole space. An eigenvalue of multiplicity m > 1 is
-    seen once: a single Krylov sequence only reaches one direction of its eigenspace.
+    matvecs, or when the Krylov space is the whole space. `start` (default: a seeded Gaussian vector)
+    warm-starts the Krylov sequence, e.g. from the last eigenvector of a slowly changing operator.
+    An eigenvalue of multiplicity m > 1 is seen once: a single Krylov sequence only reaches one direction
+    of its eigenspace.
     """
     n, device, dtype = dims_of(matvec, n, device, dtype)
     if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
@@ -91,7 +94,11 @@ def lanczos_extremal(
     if top_k + bottom_k > n:
         raise ValueError(f"asked for {top_k + bottom_k} eigenvalues of a {n}-dimensional operator")
     generator = torch.Generator().manual_seed(seed)
-    process = LanczosProcess(matvec, random_vector(n, generator).to(device, dtype), max_iter, generator)
+    if start is None:
+        start = random_vector(n, generator)
+    elif start.shape != (n,) or not torch.isfinite(start).all() or not bool(start.abs().sum() > 0):
+        raise ValueError(f"start must be a finite, nonzero vector of {n} entries")
+    process = LanczosProcess(matvec, start.to(device, dtype), max_iter, generator)
     wanted = top_k + bottom_k
     top = bottom = None
     while process.step():

@@ -1,0 +1,199 @@
+"""Sharpness tracking from any training loop: the top Hessian eigenvalue, trace, gradient norm, the SAM
+perturbation's alignment with the top eigenvector and the edge of stability, every K steps.
+
+    tracker = SharpnessTracker(model, train_loader, "cross_entropy", every=200, csv="sharpness.csv")
+    for step, (x, y) in enumerate(loader, 1):
+        ...                                      # your step
+        tracker.step(step, optimizer)            # measures when step % every == 0
+
+Measurements are made on a fixed, seeded sample set (the same samples every time, streamed batch by batch as
+`ls.wrap` reads data), through the same operator as `landscape spectrum`, at the model's current weights
+(copied in; the model is not touched). Lanczos starts from the last top eigenvector, which moves little
+between measurements, so each refresh needs fewer products than a cold start.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LandscapeWarning
+from .linalg import hutchpp_trace, lanczos_extremal
+from .operators import CurvatureOperator
+
+MEASURES = ("top", "trace", "grad_norm", "alignment", "eos")
+
+
+class SharpnessTracker:
+    """Sharpness measured every `every` steps; rows go to `csv`, TensorBoard (`tensorboard`: a log directory)
+    and `self.rows`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        loss: Any = "cross_entropy",
+        *,
+        every: int = 100,
+        measures: Iterable[str] = ("top", "grad_norm"),
+        samples: int | None = 1024,
+        seed: int = 0,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        trace_hvps: int = 30,
+        batch_size: int = 2048,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        warm_start: bool = True,
+        csv: str | Path | None = None,
+        tensorboard: str | Path | None = None,
+        distributed: bool | None = None,
+    ) -> None:
+        from .api import wrap
+
+        self.measures = tuple(measures)
+        unknown = sorted(set(self.measures) - set(MEASURES))
+        if unknown or not self.measures:
+            raise ValueError(f"measures must be some of {', '.join(MEASURES)}, got {list(self.measures)}")
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a whole number of at least 1, got {every!r}")
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must lie in (0, 1), got {tol}")
+        first = next(model.parameters())
+        self.model = model
+        self.landscape = wrap(model, data, loss, samples=samples, seed=seed, batch_size=batch_size,
+                              device=device or first.device, dtype=dtype or first.dtype,
+                              distributed=distributed)  # fmt: skip
+        self.every, self.seed, self.tol, self.max_iter, self.trace_hvps = every, seed, tol, max_iter, trace_hvps
+        self.warm_start = warm_start
+        self.rows: list[dict[str, float]] = []
+        self._vector: torch.Tensor | None = None
+        self._csv_path = Path(csv) if csv is not None else None
+        self._csv_fields: list[str] | None = None
+        self._tensorboard_dir = Path(tensorboard) if tensorboard is not None else None
+        self._writer: Any = None
+        self._warned: set[str] = set()
+
+    def step(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float] | None:
+        """Measure when `step` is a multiple of `every` (and return the row); otherwise do nothing."""
+        if step % self.every:
+            return None
+        return self.measure(step, optimizer)
+
+    def measure(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+        """Every chosen measure at the model's current weights, now."""
+        problem = self.landscape.problem
+        problem.load_weights(self.model)
+        loss, gradient = problem.loss_and_gradient()
+        grad_norm = float(gradient.double().norm())
+        row: dict[str, float] = {"step": float(step), "loss": loss}
+        if "grad_norm" in self.measures:
+            row["grad_norm"] = grad_norm
+        op = CurvatureOperator(problem, "hessian")
+        if {"top", "alignment", "eos"} & set(self.measures):
+            calls = op.calls
+            result = lanczos_extremal(op, top_k=1, tol=self.tol, max_iter=self.max_iter, seed=self.seed,
+                                      want_vectors=True, start=self._vector if self.warm_start else None)  # fmt: skip
+            top = float(result.top.values[0])
+            row.update(top_eigenvalue=top, error_bound=float(result.top.error_bounds[0]), hvps=float(op.calls - calls))
+            assert result.top.vectors is not None
+            self._vector = result.top.vectors[0].detach()
+            if "alignment" in self.measures:
+                self._alignment(row, optimizer)
+            if "eos" in self.measures:
+                self._edge(row, optimizer, top, grad_norm)
+        if "trace" in self.measures:
+            trace = hutchpp_trace(op, matvecs=self.trace_hvps, seed=self.seed)
+            row.update(trace=trace.estimate, trace_stderr=trace.stderr)
+        self.rows.append(row)
+        self._write(row)
+        return row
+
+    def _alignment(self, row: dict[str, float], optimizer: Any) -> None:
+        """|cos(eps, v)| of the optimizer's last SAM perturbation with the top eigenvector."""
+        eps = getattr(optimizer, "last_perturbation", None)
+        if eps is None or self._vector is None:
+            return
+        flat = torch.cat([e.reshape(-1) for e in eps]).to(self._vector)
+        row["alignment"] = abs(float(flat @ self._vector / flat.norm().clamp_min(1e-30)))
+
+    def _edge(self, row: dict[str, float], optimizer: Any, top: float, grad_norm: float) -> None:
+        """The optimizer's edge of stability and sharpness / edge (SGD and the SAM family; Adam's preconditioned
+        sharpness is `landscape eos`'s)."""
+        from .api import _optimizer_setting
+        from .eos.measure import micro_batch_grad_norms
+
+        if optimizer is None:
+            return
+        try:
+            setting, _ = _optimizer_setting(optimizer, self.model)
+            assert setting is not None
+            rule = setting.rule()
+            if rule.startswith("adam"):
+                raise ValueError("Adam's edge compares the preconditioned sharpness: use landscape eos")
+            micro = micro_batch_grad_norms(self.landscape.problem, setting.micro_batches, self.seed) \
+                if rule == "msam" else []  # fmt: skip
+            edge = setting.edge(grad_norm, micro)
+        except Exception as exc:  # noqa: BLE001 - an optimizer without a formula: said once, then skipped
+            if "eos" not in self._warned:
+                self._warned.add("eos")
+                warnings.warn(LandscapeWarning(f"no edge of stability tracked: {exc}"), stacklevel=3)
+            return
+        row.update(edge=edge, eos_ratio=top / edge if edge > 0 else math.inf)
+
+    # -- sinks ---------------------------------------------------------------------------------------
+    def _write(self, row: dict[str, float]) -> None:
+        if self._csv_path is not None:
+            self._write_csv(row)
+        if self._tensorboard_dir is not None:
+            writer = self._tensorboard()
+            for key, value in row.items():
+                if key != "step":
+                    writer.add_scalar(f"sharpness/{key}", value, int(row["step"]))
+            writer.flush()
+
+    def _write_csv(self, row: dict[str, float]) -> None:
+        assert self._csv_path is not None
+        if self._csv_fields is None:
+            self._csv_fields = list(row)
+            with self._csv_path.open("w", newline="") as f:
+                csv.writer(f).writerow(self._csv_fields)
+        fields = self._csv_fields
+        extra = [k for k in row if k not in fields]
+        if extra:  # a measure that appeared later (alignment after the first SAM step): rewrite with the column
+            fields.extend(extra)
+            with self._csv_path.open("w", newline="") as f:
+                out = csv.DictWriter(f, fields)
+                out.writeheader()
+                out.writerows(self.rows)
+            return
+        with self._csv_path.open("a", newline="") as f:
+            csv.DictWriter(f, fields).writerow(row)
+
+    def _tensorboard(self) -> Any:
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("TensorBoard logging needs the tensorboard package: pip install 'landscape-cli"
+                                  "[tensorboard]'") from None  # fmt: skip
+            self._writer = SummaryWriter(str(self._tensorboard_dir))
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> SharpnessTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
