@@ -1,0 +1,1 @@
+"""Callbacks that take SharpnessTracker into other trainers (optional extras: `[lightning]`, `[hf]`)."""
