@@ -14,7 +14,6 @@ between measurements, so each refresh needs fewer products than a cold start.
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Iterable
@@ -27,13 +26,29 @@ from torch import nn
 from .errors import LandscapeWarning
 from .linalg import hutchpp_trace, lanczos_extremal
 from .operators import CurvatureOperator
+from .sinks import CsvTables, Sinks, TableLog, TensorBoardScalars
 
 MEASURES = ("top", "trace", "grad_norm", "alignment", "eos")
+#: The columns each measure adds to a row.
+COLUMNS = {
+    "top": ("top_eigenvalue", "error_bound", "hvps"),
+    "grad_norm": ("grad_norm",),
+    "alignment": ("alignment",),
+    "trace": ("trace", "trace_stderr"),
+    "eos": ("edge", "eos_ratio"),
+}
+
+
+def _learning_rate(optimizer: Any) -> float:
+    """The learning rate the optimizer (its first parameter group) steps with now; NaN without one."""
+    groups = getattr(optimizer, "param_groups", None)
+    return float(groups[0]["lr"]) if groups else math.nan
 
 
 class SharpnessTracker:
-    """Sharpness measured every `every` steps; rows go to `csv`, TensorBoard (`tensorboard`: a log directory)
-    and `self.rows`."""
+    """Sharpness measured every `every` steps. Rows go to `self.rows` and, started afresh at the first
+    measurement, to `log` (an HDF5 log that `landscape plot` and `landscape eos` read as they read train.h5; it
+    records the optimizer's setting), `csv` and TensorBoard event files in the directory `tensorboard`."""
 
     def __init__(
         self,
@@ -54,6 +69,7 @@ class SharpnessTracker:
         warm_start: bool = True,
         csv: str | Path | None = None,
         tensorboard: str | Path | None = None,
+        log: str | Path | None = None,
         distributed: bool | None = None,
     ) -> None:
         from .api import wrap
@@ -76,9 +92,12 @@ class SharpnessTracker:
         self.rows: list[dict[str, float]] = []
         self._vector: torch.Tensor | None = None
         self._csv_path = Path(csv) if csv is not None else None
-        self._csv_fields: list[str] | None = None
         self._tensorboard_dir = Path(tensorboard) if tensorboard is not None else None
-        self._writer: Any = None
+        self._log_path = Path(log) if log is not None else None
+        self._sinks: Sinks | None = None
+        group = self.landscape.problem.group
+        #: Under torchrun every rank measures (the sums are collective) and rank 0 writes.
+        self._writes = group is None or group.is_main
         self._warned: set[str] = set()
 
     def step(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float] | None:
@@ -93,7 +112,7 @@ class SharpnessTracker:
         problem.load_weights(self.model)
         loss, gradient = problem.loss_and_gradient()
         grad_norm = float(gradient.double().norm())
-        row: dict[str, float] = {"step": float(step), "loss": loss}
+        row: dict[str, float] = {"step": float(step), "loss": loss, "lr": _learning_rate(optimizer)}
         if "grad_norm" in self.measures:
             row["grad_norm"] = grad_norm
         op = CurvatureOperator(problem, "hessian")
@@ -113,7 +132,8 @@ class SharpnessTracker:
             trace = hutchpp_trace(op, matvecs=self.trace_hvps, seed=self.seed)
             row.update(trace=trace.estimate, trace_stderr=trace.stderr)
         self.rows.append(row)
-        self._write(row)
+        if self._writes:
+            self._write(row, optimizer)
         return row
 
     def _alignment(self, row: dict[str, float], optimizer: Any) -> None:
@@ -149,48 +169,56 @@ class SharpnessTracker:
         row.update(edge=edge, eos_ratio=top / edge if edge > 0 else math.inf)
 
     # -- sinks ---------------------------------------------------------------------------------------
-    def _write(self, row: dict[str, float]) -> None:
+    def columns(self) -> tuple[str, ...]:
+        """The columns of this tracker's rows (a measure not made in a row is NaN there)."""
+        wanted = set(self.measures)
+        columns = ["step", "loss", "lr"]
+        for measure, names in COLUMNS.items():
+            if measure in wanted or (measure == "top" and wanted & {"alignment", "eos"}):
+                columns += names
+        return tuple(columns)
+
+    def _write(self, row: dict[str, float], optimizer: Any) -> None:
+        if self._sinks is None:
+            self._sinks = self._open_sinks(optimizer)
+        self._sinks.append("sharpness", row)
+
+    def _open_sinks(self, optimizer: Any) -> Sinks:
+        tables = {"sharpness": self.columns()}
+        sinks: list[TableLog | CsvTables | TensorBoardScalars] = []
+        if self._log_path is not None:
+            sinks.append(TableLog(self._log_path, self._log_attrs(optimizer), tables, what="sharpness log"))
         if self._csv_path is not None:
-            self._write_csv(row)
+            sinks.append(CsvTables({"sharpness": self._csv_path}, tables))
         if self._tensorboard_dir is not None:
-            writer = self._tensorboard()
-            for key, value in row.items():
-                if key != "step":
-                    writer.add_scalar(f"sharpness/{key}", value, int(row["step"]))
-            writer.flush()
+            sinks.append(TensorBoardScalars(self._tensorboard_dir))
+        return Sinks(*sinks)
 
-    def _write_csv(self, row: dict[str, float]) -> None:
-        assert self._csv_path is not None
-        if self._csv_fields is None:
-            self._csv_fields = list(row)
-            with self._csv_path.open("w", newline="") as f:
-                csv.writer(f).writerow(self._csv_fields)
-        fields = self._csv_fields
-        extra = [k for k in row if k not in fields]
-        if extra:  # a measure that appeared later (alignment after the first SAM step): rewrite with the column
-            fields.extend(extra)
-            with self._csv_path.open("w", newline="") as f:
-                out = csv.DictWriter(f, fields)
-                out.writeheader()
-                out.writerows(self.rows)
-            return
-        with self._csv_path.open("a", newline="") as f:
-            csv.DictWriter(f, fields).writerow(row)
+    def _log_attrs(self, optimizer: Any) -> dict[str, Any]:
+        """What `landscape eos` and `landscape plot` read from the log: its kind, the optimizer's setting (the
+        edge's formula) and how the measurements were made."""
+        from dataclasses import asdict
 
-    def _tensorboard(self) -> Any:
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("TensorBoard logging needs the tensorboard package: pip install 'landscape-cli"
-                                  "[tensorboard]'") from None  # fmt: skip
-            self._writer = SummaryWriter(str(self._tensorboard_dir))
-        return self._writer
+        from ._version import __version__
+        from .api import _optimizer_setting
+
+        config: dict[str, Any] = {}
+        try:
+            setting, _ = _optimizer_setting(optimizer, self.model)
+        except Exception:  # noqa: BLE001 - an optimizer without an edge formula: its log records none
+            setting = None
+        if setting is not None:
+            record = asdict(setting)
+            config = {**record, "betas": [record.pop("beta1"), 0.999]}
+        problem = self.landscape.problem
+        return {"kind": "sharpness-log", "config": config, "measures": list(self.measures), "every": self.every,
+                "samples": problem.n_samples, "seed": self.seed, "tol": self.tol, "version": __version__,
+                "loss": str(problem.loss_name)}  # fmt: skip
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._sinks is not None:
+            self._sinks.close()
+            self._sinks = None
 
     def __enter__(self) -> SharpnessTracker:
         return self

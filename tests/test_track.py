@@ -4,6 +4,7 @@ starts save products, and the CSV and TensorBoard logs hold what it measured."""
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 import landscape_cli as ls
 from landscape_cli import optim
 from landscape_cli.track import SharpnessTracker
+
+from .conftest import assert_user_error
 
 
 def problem(seed: int = 0):
@@ -111,3 +114,36 @@ def test_bad_arguments_and_an_optimizer_without_a_formula() -> None:
     with pytest.warns(ls.LandscapeWarning, match="no edge of stability tracked"):
         row = tracker.step(1, asam)
     assert "eos_ratio" not in row and row["top_eigenvalue"] > 0
+
+
+def test_landscape_eos_and_plot_read_a_trackers_log(cli, tmp_path) -> None:
+    """The tracker's HDF5 log is read by `landscape eos` as train.h5 is: the same edges the tracker computed
+    (SAM's moves with the gradient norm; the learning rate comes from the rows, under the user's scheduler),
+    and `landscape plot` draws it and its CSV table; eos refuses the CSV, which records no optimizer."""
+    model, x, y = problem(3)
+    opt = optim.SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.2, momentum=0.5)
+    schedule = torch.optim.lr_scheduler.StepLR(opt.base, step_size=10, gamma=0.5)
+    log, table = tmp_path / "sharp.h5", tmp_path / "sharp.csv"
+    with SharpnessTracker(model, (x, y), every=5, measures=("top", "grad_norm", "eos"), samples=None,
+                          log=log, csv=table) as tracker:  # fmt: skip
+        for step in range(1, 31):
+            F.cross_entropy(model(x), y).backward()
+            opt.first_step(zero_grad=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.second_step(zero_grad=True)
+            schedule.step()
+            tracker.step(step, opt)
+    assert [r["lr"] for r in tracker.rows] == pytest.approx([0.2, 0.1, 0.1, 0.05, 0.05, 0.025])
+    result = cli("eos", str(log), "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["tracked_steps"] == 6 and summary["setting"]["rule"] == "sam"
+    last = tracker.rows[-1]
+    assert summary["final"]["edge"] == pytest.approx(last["edge"], rel=1e-12)
+    assert summary["final"]["ratio"] == pytest.approx(last["eos_ratio"], rel=1e-12)
+    assert (tmp_path / "sharp.eos.h5").is_file()
+    plotted = cli("plot", str(log), str(table))
+    assert plotted.code == 0, plotted.err
+    assert plotted.out.split() == [str(tmp_path / "sharp.png"), str(tmp_path / "sharp.csv.png")]
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("sharp.png", "sharp.csv.png"))
+    assert_user_error(cli("eos", str(table)), "CSV table", "does not record the optimizer")

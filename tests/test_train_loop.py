@@ -154,3 +154,44 @@ def test_existing_run_needs_resume_or_overwrite(cli, tmp_path) -> None:
     assert_user_error(cli("train", "--out", run, *BASE, "--steps", "2", "--resume"), "already finished")
     assert_user_error(cli("train", "--out", run, *BASE, "--steps", "2", "--lr", "0.3", "--resume"), "different", "lr")
     assert cli("train", "--out", run, *BASE, "--steps", "2", "--overwrite").code == 0
+
+
+def test_csv_and_tensorboard_sinks_hold_the_logs_rows_and_follow_a_resume(cli, tmp_path) -> None:
+    """--csv writes train.h5's tables as CSV and --tensorboard the same rows as scalars; a run resumed from an
+    earlier checkpoint cuts the CSV back as it cuts train.h5, and TensorBoard shows one value per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, board = tmp_path / "run", tmp_path / "tb"
+    args = ["train", "--out", str(out), "--model-arg", "widths=[64,16,10]", "--data-arg", "limit=200",
+            "--steps", "40", "--batch-size", "50", "--eval-every", "10", "--track-sharpness-every", "10",
+            "--save-every", "20", "--device", "cpu", "--csv", "--tensorboard", str(board), "--quiet"]  # fmt: skip
+    assert cli(*args).code == 0
+
+    def tables() -> dict[str, dict[str, np.ndarray]]:
+        with h5py.File(out / "train.h5") as f:
+            return {t: {c: f[t][c][()] for c in f[t]} for t in ("train", "eval", "sharpness")}
+
+    uninterrupted = tables()
+    (out / "final.pt").unlink()  # as if killed after step 40's log rows but before the final checkpoint
+    result = cli(*args, "--resume")
+    assert result.code == 0, result.err
+    resumed = tables()
+    for table, columns in resumed.items():
+        with (out / f"{table}.csv").open() as f:
+            header, *rows = [line.rstrip("\n").split(",") for line in f]
+        values = np.array([[float(c) if c else np.nan for c in row] for row in rows])
+        assert len(rows) == len(columns["step"]) == len(uninterrupted[table]["step"])
+        for i, column in enumerate(header):
+            np.testing.assert_array_equal(values[:, i], columns[column])  # repr round-trips a float64
+            np.testing.assert_allclose(columns[column], uninterrupted[table][column], rtol=1e-6, equal_nan=True)
+    events = EventAccumulator(str(board))
+    events.Reload()
+    for tag, (table, column) in {"train/loss": ("train", "loss"), "eval/test_loss": ("eval", "test_loss"),
+                                 "sharpness/top_eigenvalue": ("sharpness", "top_eigenvalue")}.items():  # fmt: skip
+        scalars = events.Scalars(tag)
+        assert [e.step for e in scalars] == [int(s) for s in resumed[table]["step"]]
+        np.testing.assert_allclose([e.value for e in scalars], resumed[table][column], rtol=1e-6)
+    (tmp_path / "file").write_text("x")
+    assert_user_error(cli(*args[:2], str(tmp_path / "r2"), *args[3:-3], "--tensorboard", str(tmp_path / "file")),
+                      "is a file", "TensorBoard")  # fmt: skip
+    assert not (tmp_path / "r2").exists()

@@ -16,7 +16,12 @@ EDGE = "Edge"
 
 
 def eos_command(
-    target: Annotated[Path, typer.Argument(help="A checkpoint (.pt), or a run directory (or its train.h5).")],
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint (.pt), a run directory (or its train.h5), or a SharpnessTracker's log (.h5)."
+        ),
+    ],
     opt: Annotated[str | None, typer.Option("--opt", help="sgd, sam, usam, ssam or msam.", rich_help_panel=OPT)] = None,
     base: Annotated[str | None, typer.Option("--base", help="sgd or adam.", rich_help_panel=OPT)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPT)] = None,
@@ -85,7 +90,7 @@ def eos_command(
     with the gradient norm, USAM's, SSAM's (2/lr) and mSAM's. Exit 1 with --fail-above when above it.
     """
     from ..api import landscape_of
-    from ..eos.run import run_edges, summarize_run
+    from ..eos.run import log_path, run_edges, summarize_run
     from ..eos.setting import OptimizerSetting
     from ..eos.store import write_eos_checkpoint, write_eos_run
     from ..progress import progress_bar
@@ -112,9 +117,11 @@ def eos_command(
     }
     validate_lanczos(tol, max_iter)
     OptimizerSetting().override(**overrides).validate()  # a bad value is refused before anything is loaded
-    is_run = target.is_dir() or target.name == "train.h5"
-    run_dir = target if target.is_dir() else target.parent
-    path = c.results_path(out, run_dir / "eos.h5" if is_run else target.with_name(f"{target.stem}.eos.h5"))
+    is_run = target.is_dir() or target.suffix.lower() in (".h5", ".hdf5", ".csv")
+    if is_run:
+        log_path(target)  # a run without a log, or a CSV table, is refused before any output is checked
+    default = target / "eos.h5" if target.is_dir() else target.with_name(f"{target.stem}.eos.h5")
+    path = c.results_path(out, target.parent / "eos.h5" if target.name == "train.h5" else default)
     inputs = c.named_inputs(target, model, data, c.loss_file(loss))
     if is_run:
         with claim_outputs([path], inputs, overwrite):

@@ -39,7 +39,7 @@ from ..plotting import (
 )
 from ..plotting.style import is_own_figure
 from ..plotting.surface import check_positive
-from ..plotting.trainlog import edge_references
+from ..plotting.trainlog import edge_references, has_rows
 from ..text import print_json
 
 
@@ -163,7 +163,7 @@ def _plan(
                 jobs.append(Job(_base(source), tag, "vtp", _vtp_drawer(surf, dataset, scale.log)))
         else:
             log = read_train_log(source.file)
-            if log.rows("train") == 0 and log.rows("eval") == 0:
+            if not has_rows(log):
                 raise LandscapeError(f"{source.file} holds no logged rows yet: nothing to plot")
             jobs.append(Job(_base(source), None, fmt, _train_drawer(log, scale.log, fmt, dpi)))
     has_surface = bool(curves) or plotted_2d

@@ -105,8 +105,25 @@ def train_command(
         ),
     ] = None,
     track_samples: Annotated[
-        int, _opt("--track-samples", "Size of the seeded training subset sharpness is tracked on.", RUN)
+        int,
+        _opt(
+            "--track-samples",
+            "Size of the seeded training subset sharpness is tracked on (all samples when fewer).",
+            RUN,
+        ),
     ] = 5000,
+    tensorboard: Annotated[
+        Path | None,
+        _opt(
+            "--tensorboard",
+            "Also log every row as TensorBoard scalars (train/loss, sharpness/top_eigenvalue, "
+            "...) into this directory (needs the tensorboard extra).",
+            RUN,
+        ),
+    ] = None,
+    csv: Annotated[
+        bool, _opt("--csv", "Also write the log's tables as train.csv, eval.csv and sharpness.csv in --out.", RUN)
+    ] = False,
     seed: Annotated[
         int,
         typer.Option(
@@ -131,7 +148,8 @@ def train_command(
 
     Writes <out>/final.pt, <out>/step_NNNNNNN.pt with --save-every, and the log <out>/train.h5
     (per-step loss, accuracy and lr; evaluations; tracked sharpness), in the native format that every
-    other command reads. A live table shows progress on a terminal; plain lines otherwise.
+    other command reads; the same rows also as CSV (--csv) and TensorBoard scalars (--tensorboard DIR).
+    A live table shows progress on a terminal; plain lines otherwise.
     """
     from ..session import resolve_device, resolve_dtype
     from ..train import TrainConfig, train_model
@@ -169,5 +187,7 @@ def train_command(
         overwrite=overwrite,
         resume=resume,
         quiet=quiet,
+        tensorboard=tensorboard,
+        csv=csv,
     )
     typer.echo(str(final))

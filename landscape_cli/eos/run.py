@@ -37,8 +37,13 @@ class RunEdges:
 
 
 def log_path(path: Path) -> Path:
-    """A run directory or its train.h5."""
+    """A run directory, its train.h5, or a tracker's log."""
     log = path / LOG_NAME if path.is_dir() else path
+    if log.suffix.lower() == ".csv":
+        raise LandscapeError(
+            f"{log} is a CSV table, which does not record the optimizer; give the tracker's HDF5 log "
+            "(SharpnessTracker(log=...)) or train.h5"
+        )
     if not log.exists():
         what = f"{path} is not a run directory (no {LOG_NAME})" if path.is_dir() else f"file not found: {path}"
         raise LandscapeError(what)
@@ -59,19 +64,29 @@ def schedule_lr(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     return np.array([float(config["lr"]) * factor(int(s)) for s in steps])
 
 
+#: What SharpnessTracker(log=...) writes; its rows also record the learning rate and the edge at each step.
+TRACKER_KIND = "sharpness-log"
+
+
 def run_edges(path: Path, overrides: dict[str, Any]) -> RunEdges:
-    """Read a run's log and compute its edge at every step where sharpness was tracked."""
+    """Read a run's log (landscape train's train.h5, or a SharpnessTracker's log) and compute its edge at every
+    step where sharpness was tracked."""
     log = log_path(path)
     with open_results(log) as f:
         attrs = read_attrs(f)
-        if attrs.get("kind") != "train-log":
-            raise LandscapeError(f"{log} is not a training log written by landscape train")
+        kind = attrs.get("kind")
+        if kind not in ("train-log", TRACKER_KIND):
+            raise LandscapeError(f"{log} is not a training log (landscape train) or a sharpness log (SharpnessTracker)")
         table = f.get("sharpness")
-        if table is None or table["step"].shape[0] == 0:
+        if table is None or "step" not in table or table["step"].shape[0] == 0:
             raise ParameterError(
                 "track_sharpness_every", f"{log} has no tracked sharpness; train with track_sharpness_every K"
             )
-        columns = {name: np.asarray(table[name][()], dtype=np.float64).reshape(-1) for name in SHARPNESS_COLUMNS}
+        missing = [name for name in SHARPNESS_COLUMNS if name not in table]
+        if missing:
+            raise LandscapeError(f"{log} records no {', '.join(missing)}: track the top eigenvalue and grad_norm")
+        names = [*SHARPNESS_COLUMNS, *(name for name in ("lr", "edge") if name in table)]
+        columns = {name: np.asarray(table[name][()], dtype=np.float64).reshape(-1) for name in names}
         if len({len(c) for c in columns.values()}) != 1:
             raise LandscapeError(f"{log} is damaged: its sharpness columns differ in length")
         config = json.loads(attrs.get("config", "{}"))
@@ -80,14 +95,25 @@ def run_edges(path: Path, overrides: dict[str, Any]) -> RunEdges:
     setting = OptimizerSetting.from_record(config.get("opt"), {**config, "betas": config.get("betas")}).override(
         **overrides
     )
+    step = columns["step"]
+    recorded_lr = columns.get("lr")
+    if overrides.get("lr") is not None:
+        lr = np.full(len(step), float(overrides["lr"]))
+    elif kind == TRACKER_KIND and recorded_lr is not None and np.isfinite(recorded_lr).all():
+        lr = recorded_lr  # what the user's scheduler had set at each measurement
+        setting = setting.override(lr=float(lr[-1]))
+    else:
+        lr = schedule_lr(config, step)
     rule = setting.rule()
     if rule == "msam":
+        recorded = columns.get("edge")
+        if recorded is not None and np.isfinite(recorded).all() and not any(v is not None for v in overrides.values()):
+            return RunEdges(setting, step, columns["top_eigenvalue"], columns["error_bound"], columns["grad_norm"],
+                            lr, recorded)  # fmt: skip
         raise LandscapeError(
             "a training log does not record mSAM's micro-batch gradient norms; check its checkpoints with "
             "landscape eos CHECKPOINT"
         )
-    step = columns["step"]
-    lr = np.full(len(step), float(overrides["lr"])) if overrides.get("lr") is not None else schedule_lr(config, step)
     pairs = zip(lr, columns["grad_norm"], strict=True)
     # the end of a cosine schedule has lr 0: no step, no edge (infinite)
     edge = np.array([setting.override(lr=float(r)).edge(grad_norm=float(g)) if r > 0 else np.inf for r, g in pairs])

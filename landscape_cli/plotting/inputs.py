@@ -1,4 +1,5 @@
-"""What a path given to `landscape plot` holds: a surface, a spectrum, a training log or a run directory."""
+"""What a path given to `landscape plot` holds: a surface, a spectrum, a training or sharpness log or a run
+directory."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from ..hdf5 import open_results
 LOG_NAME = "train.h5"
 
 SURFACE, SPECTRUM, TRAIN_LOG = "surface", "spectrum", "train-log"
+#: A SharpnessTracker's log (HDF5, or its CSV table): drawn as a training log's sharpness panels.
+SHARPNESS_LOG = "sharpness-log"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ def detect(path: Path) -> Source:
         if kind != TRAIN_LOG:
             raise LandscapeError(f"{log} is not a training log (kind '{kind}')")
         return Source(path, log, TRAIN_LOG, path.resolve().name or "run")
+    if path.suffix.lower() == ".csv":
+        return Source(path, path, SHARPNESS_LOG, path.stem)
     return Source(path, path, _kind(path), figure_stem(path))
 
 
@@ -57,13 +62,14 @@ def _kind(path: Path) -> str:
         kind = f.attrs.get("kind")
         if isinstance(kind, bytes):
             kind = kind.decode(errors="replace")
-        if kind in (SURFACE, SPECTRUM, TRAIN_LOG):
+        if kind in (SURFACE, SPECTRUM, TRAIN_LOG, SHARPNESS_LOG):
             return str(kind)
         if kind is None and is_bare_surface(f):
             return SURFACE
     what = f"its kind is '{kind}'" if kind is not None else "it has no kind attribute and no xcoordinates and *_loss"
     raise LandscapeError(
-        f"{path} is not a results file landscape can plot ({what}); expected a surface, spectrum or training log"
+        f"{path} is not a results file landscape can plot ({what}); expected a surface, spectrum, training or "
+        "sharpness log"
     )
 
 

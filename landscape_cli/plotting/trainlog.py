@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class ReferenceCurve:
 
 
 def read_train_log(path: Path) -> TrainLogData:
+    """A training log (train.h5), a tracker's HDF5 log, or a tracker's CSV table (its one table, `sharpness`)."""
+    if path.suffix.lower() == ".csv":
+        return _read_csv_log(path)
     with open_results(path) as f:
         attrs = read_attrs(f)
         tables = {
@@ -73,6 +77,29 @@ def read_train_log(path: Path) -> TrainLogData:
     except (TypeError, json.JSONDecodeError):
         config = {}
     return TrainLogData(path, attrs, config if isinstance(config, dict) else {}, tables)
+
+
+def _read_csv_log(path: Path) -> TrainLogData:
+    """A tracker's CSV table: a header with a `step` column, then numbers (an empty cell is NaN)."""
+    try:
+        with path.open(newline="") as f:
+            lines = list(csv.reader(f))
+    except FileNotFoundError:
+        raise LandscapeError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LandscapeError(f"{path} is not a readable CSV table ({exc})") from None
+    if not lines or "step" not in lines[0]:
+        raise LandscapeError(f"{path} is not a sharpness table: its first line names no 'step' column")
+    header, rows = lines[0], lines[1:]
+    if any(len(row) != len(header) for row in rows):
+        raise LandscapeError(f"{path} is damaged: its rows do not all have the header's {len(header)} cells")
+    try:
+        values = np.array([[float(cell) if cell else np.nan for cell in row] for row in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise LandscapeError(f"{path} holds a cell that is not a number ({exc})") from None
+    values = values.reshape(len(rows), len(header))
+    table = {column: values[:, i] for i, column in enumerate(header)}
+    return TrainLogData(path, {"kind": "sharpness-log"}, {}, {"sharpness": table})
 
 
 def _finite(values: np.ndarray | None) -> bool:
@@ -130,6 +157,10 @@ def draw_sharpness_panel(
     ax.set_title("Sharpness")
 
 
+def has_rows(log: TrainLogData) -> bool:
+    return any(log.rows(table) for table in ("train", "eval", "sharpness"))
+
+
 def has_accuracy(log: TrainLogData) -> bool:
     ev = log.table("eval")
     return any(
@@ -141,14 +172,21 @@ def has_accuracy(log: TrainLogData) -> bool:
 def train_figure(log: TrainLogData, log_scale: bool = False, references: Sequence[ReferenceCurve] = ()) -> Figure:
     """Panels loss, accuracy (when logged) and sharpness (when tracked), sharing the step axis;
     `references` go on the sharpness panel."""
-    if log.rows("train") == 0 and log.rows("eval") == 0:
+    if not has_rows(log):
         raise LandscapeError(f"{log.path} holds no logged rows yet: nothing to plot")
     sharp = log.table("sharpness")
-    panels = ["loss"] + (["accuracy"] if has_accuracy(log) else []) + (["sharpness"] if log.rows("sharpness") else [])
+    tracked_loss = log.rows("train") == 0 and log.rows("eval") == 0  # a tracker's log: the loss it measured
+    panels = (["loss"] if not tracked_loss or _finite(sharp.get("loss")) else []) + \
+        (["accuracy"] if has_accuracy(log) else []) + (["sharpness"] if log.rows("sharpness") else [])  # fmt: skip
     fig = Figure(figsize=(2.4 * len(panels), 2.9))
     axes = fig.subplots(1, len(panels), sharex=True, squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        if panel == "loss":
+        if panel == "loss" and tracked_loss:
+            ax.plot(sharp["step"], sharp["loss"], "o-", ms=3.5, lw=1.4, color="C0", label="loss (tracked samples)")
+            ax.set_yscale("log" if log_scale else "linear")
+            ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+            ax.set_title("Loss")
+        elif panel == "loss":
             draw_loss_panel(ax, log, log_scale)
         elif panel == "accuracy":
             draw_accuracy_panel(ax, log)
@@ -182,14 +220,19 @@ def _title(log: TrainLogData) -> str:
             continue
         if value is not None and not (key in ("momentum", "weight_decay") and value == 0):
             details.append(text.format(_number(value)))
-    if c.get("batch_size") is None and c:
+    if "batch_size" in c and c["batch_size"] is None:
         details.append("full batch")
     elif c.get("batch_size"):
         details.append(f"batch {c['batch_size']}")
     model = c.get("model")
     if isinstance(model, dict) and model.get("name"):
         details.append(str(model["name"]))
-    title = f"Training run {log.run_name()}" + (": " + ", ".join(details) if details else "")
+    name = (
+        f"Sharpness log {log.path.stem}"
+        if log.attrs.get("kind") == "sharpness-log"
+        else f"Training run {log.run_name()}"
+    )
+    title = name + (": " + ", ".join(details) if details else "")
     return printable(title)
 
 
@@ -214,7 +257,11 @@ def edge_references(log: TrainLogData) -> list[ReferenceCurve]:
     try:
         edges = run_edges(log.path, {})
     except LandscapeError:
-        return []
+        recorded = log.table("sharpness").get("edge")  # a tracker's CSV table records the edge it computed
+        if not _finite(recorded):
+            return []
+        return [ReferenceCurve("edge of stability", recorded, log.table("sharpness")["step"],
+                               style={"color": "black", "ls": "--"})]  # fmt: skip
     if np.nanmin(edges.edge) > EDGE_OFF_SCALE * np.nanmax(edges.sharpness):
         return []  # e.g. mini-batch SGD far from its full-batch edge: the line would flatten the curve
     rule = edges.setting.rule()

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,12 @@ from ..optim import MSAM, EigenSAM, frozen_batchnorm
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
 from ..signals import sigterm_raises
+from ..sinks import CsvTables, Sinks, TensorBoardScalars
 from ..zoo.data import Dataset, load_data
 from ..zoo.models import build_model, count_parameters
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
 from .display import Display
-from .log import TrainLog
+from .log import TABLES, TrainLog
 from .optimizers import PlainStep, load_trainer_state, make_optimizer, trainer_state
 from .parallel import GradientSync
 from .rundir import LOG_NAME, backup_path, refuse_stale_backup, require_run_directory
@@ -109,7 +111,7 @@ class Run:
         self.log_rows: Callable[[], dict[str, int]] = dict
         self.tracker: Problem | None = None
         if config.track_sharpness_every:
-            idx = subset_indices(self.n, config.track_samples, config.seed)
+            idx = subset_indices(self.n, min(config.track_samples, self.n), config.seed)  # at most all of them
             self.tracker = self._problem(d if idx is None else d.subset(idx))
 
     def _problem(self, data: Dataset) -> Problem:
@@ -282,8 +284,12 @@ def train_model(
     overwrite: bool = False,
     resume: bool = False,
     quiet: bool = True,
+    tensorboard: Path | None = None,
+    csv: bool = False,
 ) -> Path:
-    """Train and return the path of the final checkpoint (`final.pt` in the run directory).
+    """Train and return the path of the final checkpoint (`final.pt` in the run directory). Besides train.h5
+    the log's rows go to TensorBoard event files in `tensorboard` and, with `csv`, to <table>.csv files in the
+    run directory.
 
     The run directory is locked for the whole run: a second `train --out` on it is refused at once. Under
     torchrun rank 0 owns the run directory and tells the other ranks where to start (or why not to)."""
@@ -293,7 +299,7 @@ def train_model(
         return _follow(config)
     started: list[bool] = []  # set once the other ranks were told to start
     try:
-        return _train_checked(config, log, overwrite, resume, quiet, started)
+        return _train_checked(config, log, overwrite, resume, quiet, started, LogOptions(tensorboard, csv))
     except LandscapeError as exc:
         if group is not None and not started:
             broadcast_object(("refused", str(exc)), group)  # the other ranks stop with rank 0's reason
@@ -326,8 +332,39 @@ class _NoLog:
         pass
 
 
+@dataclass(frozen=True)
+class LogOptions:
+    """The log's sinks besides train.h5."""
+
+    tensorboard: Path | None = None
+    csv: bool = False
+
+    def open(self, out: Path, attrs: dict[str, Any], resume: dict[str, int] | int | None, step: int) -> Sinks:
+        train_log = TrainLog(out / LOG_NAME, attrs, resume)
+        try:
+            others: list[CsvTables | TensorBoardScalars] = []
+            if self.csv:
+                others.append(
+                    CsvTables(
+                        {t: out / f"{t}.csv" for t in TABLES}, TABLES, None if resume is None else train_log.rows()
+                    )
+                )
+            if self.tensorboard is not None:
+                others.append(TensorBoardScalars(self.tensorboard, purge_step=None if resume is None else step + 1))
+        except BaseException:
+            train_log.close()
+            raise
+        return Sinks(train_log, *others)
+
+
 def _train_checked(
-    config: TrainConfig, log: Callable[[str], None], overwrite: bool, resume: bool, quiet: bool, started: list[bool]
+    config: TrainConfig,
+    log: Callable[[str], None],
+    overwrite: bool,
+    resume: bool,
+    quiet: bool,
+    started: list[bool],
+    sinks: LogOptions,
 ) -> Path:
     out = Path(config.out_dir)
     if str(out) in ("", "."):
@@ -341,7 +378,7 @@ def _train_checked(
     check_writable(out / "final.pt")
     with exclusive([out]):
         refuse_stale_backup(out)
-        return _train_locked(config, out, log, overwrite, resume, quiet, started)
+        return _train_locked(config, out, log, overwrite, resume, quiet, started, sinks)
 
 
 def _train_locked(
@@ -352,6 +389,7 @@ def _train_locked(
     resume: bool,
     quiet: bool,
     started: list[bool],
+    sinks: LogOptions,
 ) -> Path:
     existed = out.exists()
     previous = existed and any(out.iterdir())
@@ -380,7 +418,7 @@ def _train_locked(
             started.append(True)
         attrs = {"config": config.to_dict(), "kind": "train-log", "world_size": 1 if run.group is None else
                  run.group.world_size, "backend": "none" if run.group is None else run.group.backend}  # fmt: skip
-        train_log = TrainLog(out / LOG_NAME, attrs, resume_rows)
+        train_log = sinks.open(out, attrs, resume_rows, run.step)
         run.log_rows = train_log.rows
         display = Display(run.total_steps, quiet=quiet, echo=log)
         run.log = display.log  # messages go above the live table, not over it
@@ -418,7 +456,7 @@ def _run_replacing(out: Path, backup: Path | None, existed: bool, loop: Callable
     return final
 
 
-def _steps(run: Run, out: Path, train_log: TrainLog | _NoLog, display: Display, start_fresh: bool) -> Path:
+def _steps(run: Run, out: Path, train_log: Sinks | _NoLog, display: Display, start_fresh: bool) -> Path:
     """Train to the last step: evaluations, sharpness tracking and checkpoints at their steps (the same calls on
     every rank, since measurements are collective)."""
     config = run.config
@@ -447,7 +485,7 @@ def _steps(run: Run, out: Path, train_log: TrainLog | _NoLog, display: Display, 
         train_log.close()
 
 
-def _measure(run: Run, train_log: TrainLog | _NoLog, display: Display) -> None:
+def _measure(run: Run, train_log: Sinks | _NoLog, display: Display) -> None:
     row = run.evaluate()
     train_log.append("eval", row)
     display.update(step=run.step, epoch=run.step / run.steps_per_epoch)
@@ -457,7 +495,7 @@ def _measure(run: Run, train_log: TrainLog | _NoLog, display: Display) -> None:
     display.line()
 
 
-def _track(run: Run, train_log: TrainLog | _NoLog, display: Display) -> None:
+def _track(run: Run, train_log: Sinks | _NoLog, display: Display) -> None:
     row = run.track_sharpness()
     train_log.append("sharpness", row)
     display.measured(run.step, sharpness=row["top_eigenvalue"])
