@@ -24,6 +24,7 @@ from .compare import compare_command
 from .eos import eos_command
 from .info import info_command
 from .plot import plot_command
+from .report import report_command
 from .spectrum import spectrum_command
 from .surface import surface_command
 from .train import train_command
@@ -48,6 +49,7 @@ app.command("eos")(eos_command)
 app.command("check")(check_command)
 app.command("compare")(compare_command)
 app.command("plot")(plot_command)
+app.command("report")(report_command)
 
 
 def _version(value: bool) -> None:
