@@ -109,7 +109,8 @@ class Chromium:
             find = f"const e = document.getElementById({json.dumps(element)}); e.scrollIntoView();"
             rect = "const r = e.getBoundingClientRect(); return [r.x + scrollX, r.y + scrollY, r.width, r.height];"
             box = self.evaluate(f"(() => {{ {find} {rect} }})()")
-            params.update(clip={"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1})
+            params.update(captureBeyondViewport=True, clip={"x": box[0], "y": box[1], "width": box[2],
+                                                            "height": box[3], "scale": 1})  # fmt: skip
         elif full_page:
             size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
             params.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": size[0], "height": size[1],

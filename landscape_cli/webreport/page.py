@@ -65,8 +65,9 @@ def build(groups: list[Group], unreadable: list[Unreadable], title: str) -> str:
 
 
 def _label(group: Group, item: Item, kind: str) -> str:
-    """The run's name, and the file's where the run has several files of the kind."""
-    return group.name if len(group.of(kind)) == 1 else f"{group.name} ({item.path.stem})"
+    """The run's name, and the file's where the run has several files of the kind (surfaces: of its dimension)."""
+    alike = [i for i in group.of(kind) if kind != "surface" or i.data.dims == item.data.dims]
+    return group.name if len(alike) == 1 else f"{group.name} ({item.path.stem})"
 
 
 def _anchor(group: Group) -> str:
@@ -76,7 +77,8 @@ def _anchor(group: Group) -> str:
 def _comparison(page: Page, groups: list[Group]) -> str:
     parts = ["<section id='compare'><h2>Comparison</h2>",
              f"<p>Changes are from <b>{escape(groups[0].name)}</b>, in the direction of sharper curvature "
-             "(a larger top eigenvalue, trace, edge ratio or surface rise; a more negative bottom eigenvalue).</p>",
+             "(a larger top eigenvalue, trace or surface rise; a more negative bottom eigenvalue); other rows show the "
+             "plain difference.</p>",
              tb.comparison(groups)]  # fmt: skip
     # 1D surfaces overlaid; without any, the cuts through y = 0 of the 2D ones
     for dims, title in ((1, "1D surfaces on shared axes"), (2, "2D surfaces cut through y = 0, on shared axes")):
@@ -186,6 +188,7 @@ tr.pass td { background: #e7f6e7; } tr.fail td { background: #fbe3e3; } tr.warn 
 .delta { font-size: 0.9em; color: #555; } .delta.sharper { color: #b00020; } .delta.flatter { color: #1b7f1b; }
 .problems { border: 1px solid #e0b0b0; background: #fff6f6; padding: 4px 16px; }
 details.prov summary { cursor: pointer; color: #555; }
+section, article, .fig { scroll-margin-top: 48px; }
 """
 
 SCRIPT = """

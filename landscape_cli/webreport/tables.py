@@ -131,7 +131,7 @@ class Quantity:
 
 QUANTITIES = (
     Quantity("top eigenvalue", +1), Quantity("bottom eigenvalue", -1), Quantity("trace", +1),
-    Quantity("sharpness / edge (eos)", +1), Quantity("tracked top eigenvalue (last)", +1),
+    Quantity("sharpness / edge (eos)", 0), Quantity("tracked top eigenvalue (last)", +1),
     Quantity("surface: mean rise over the grid", +1), Quantity("loss (spectrum)", 0),
     Quantity("final train loss", 0), Quantity("final test loss", 0), Quantity("final test accuracy (%)", 0),
 )  # fmt: skip
