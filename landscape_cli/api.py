@@ -52,6 +52,7 @@ from .operators import CurvatureOperator
 from .problem import Problem
 from .progress import Tracker
 from .session import check_model_fits_data, problem_from_checkpoint, resolve_device, resolve_dtype
+from .sharpness import SharpnessResult, SharpnessSettings, measure_sharpness
 from .sources import subset_indices
 from .spectrum import SpectrumOptions, SpectrumResult, compute_spectrum, validate_lanczos
 from .surface import SurfaceOptions, SurfaceResult, compute_surface
@@ -166,6 +167,14 @@ class Landscape:
     def sharpness(self, *, tol: float = 1e-4, seed: int | None = None) -> float:
         """The top Hessian eigenvalue."""
         return float(self.spectrum(1, tol=tol, seed=seed).lanczos.top.values[0])  # type: ignore[union-attr]
+
+    def measure(self, measure: str, rho: float = 0.05, **options: Any) -> SharpnessResult:
+        """A sharpness measure of the literature at the weights: `worst` (max loss increase within rho, L2 or
+        L-inf `norm`; a lower bound found by ascent), `average` (mean increase under N(0, rho^2 I)) or
+        `keskar`; `adaptive=True` scales the perturbation by |w|, `m` takes it per batch of m samples.
+        Other keyword arguments are `SharpnessSettings` fields (perturbations, steps, restarts, seed)."""
+        options.setdefault("seed", self._seed(None))
+        return measure_sharpness(self.problem, SharpnessSettings(measure, rho, **options))
 
     def surface(
         self,

@@ -239,6 +239,32 @@ class Problem:
             if name in self.buffers:
                 self.buffers[name].copy_(buffer.detach())
 
+    def restricted(self, positions: torch.Tensor) -> Problem:
+        """The same model and loss on the samples at `positions` of this problem's sample set (a view: the
+        model, weights and buffers are shared). In memory any positions; a streamed set only a contiguous run
+        of them. Used by m-sharpness, a measure per batch of m samples."""
+        if self.group is not None:
+            raise ParameterError("m", "m-sharpness runs in one process; it is not split across ranks")
+        view = copy.copy(self)
+        positions = positions.to(torch.long).cpu()
+        if self.source is None:
+            index = positions.to(self.x.device)
+            view.x, view.y = self.x[index], self.y[index]
+            view.n_samples = view.local_samples = len(positions)
+            view.batch_size = min(self.batch_size, len(positions))
+            view.chunks = [slice(i, min(i + view.batch_size, len(positions)))
+                           for i in range(0, len(positions), view.batch_size)]  # fmt: skip
+            view.n_batches = len(view.chunks)
+        else:
+            start, stop = int(positions[0]), int(positions[-1]) + 1
+            if not torch.equal(positions, torch.arange(start, stop)):
+                raise ParameterError("m", "a streamed sample set is cut into consecutive runs only")
+            view.source = self.source.part(start, stop)
+            view.n_samples = view.local_samples = stop - start
+            view.n_batches = view.source.n_batches
+        view._graph, view._graph_w, view._graph_version = None, None, -1
+        return view
+
     @property
     def n_params(self) -> int:
         return self.layout.size

@@ -301,3 +301,25 @@ SHORT_NAMES = {
     "surface": "surface rise",
 }
 GATE_MEASURE = {gate: measure for measure, (gate, _) in MEASURES.items()}
+
+
+def print_sharpness(results: list[Any], extra: dict[str, float], title: str, output: str) -> None:
+    """One row per measure: value (± standard error, or '>=' for a lower bound), the loss and passes made."""
+    console = stdout_console()
+    table = Table(title=f"Sharpness of {esc(title)}", box=box.SIMPLE_HEAVY)
+    for column in ("measure", "value", "± / bound", "passes"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for r in results:
+        note = "lower bound" if r.lower_bound else "-" if r.stderr is None else f"± {r.stderr:.2g}"
+        if r.lower_bound and r.stderr is not None:
+            note = f"lower bound, ± {r.stderr:.2g} over batches"
+        unit = " %" if r.settings.measure == "keskar" else ""
+        table.add_row(esc(r.settings.name()), f"{r.value:.6g}{unit}", note, str(r.passes))
+    if "top_eigenvalue" in extra:
+        table.add_row("top Hessian eigenvalue", _num(extra["top_eigenvalue"]), f"± {extra['top_error_bound']:.2g}", "-")
+    if "trace" in extra:
+        table.add_row("Hessian trace (Hutch++)", _num(extra["trace"]), f"± {extra['trace_stderr']:.2g}", "-")
+    console.print(table)
+    if results:
+        console.print(f"loss at the checkpoint: {results[0].loss:.6g}")
+    console.print(f"results: {esc(output)}")

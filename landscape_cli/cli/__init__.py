@@ -25,6 +25,7 @@ from .eos import eos_command
 from .info import info_command
 from .plot import plot_command
 from .report import report_command
+from .sharpness import sharpness_command
 from .spectrum import spectrum_command
 from .surface import surface_command
 from .train import train_command
@@ -45,6 +46,7 @@ app.command("spectrum")(spectrum_command)
 app.command("surface")(surface_command)
 app.command("info")(info_command)
 app.command("train")(train_command)
+app.command("sharpness")(sharpness_command)
 app.command("eos")(eos_command)
 app.command("check")(check_command)
 app.command("compare")(compare_command)
