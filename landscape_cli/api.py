@@ -239,6 +239,8 @@ class Landscape:
         max_trace: float | None = None,
         max_eos_ratio: float | None = None,
         max_surface_rise: float | None = None,
+        max_sharpness_worst: float | None = None,
+        max_sharpness_avg: float | None = None,
         radius: float = 0.5,
         tol: float = 1e-4,
         seed: int | None = None,
@@ -247,6 +249,8 @@ class Landscape:
         surface_out: Path | None = None,
         curvature: str = "hessian",
         params: str | None = None,
+        sharpness_rho: float = 0.05,
+        sharpness_adaptive: bool = False,
         **setting: Any,
     ) -> CheckResult:
         """The gates of `landscape check`, each measurement made once; deterministic given the seed.
@@ -260,18 +264,21 @@ class Landscape:
                 "max_trace": max_trace,
                 "max_eos_ratio": max_eos_ratio,
                 "max_surface_rise": max_surface_rise,
+                "max_sharpness_worst": max_sharpness_worst,
+                "max_sharpness_avg": max_sharpness_avg,
             }
         )
         if not 0 < radius < math.inf:
             raise ParameterError("radius", f"radius must be positive and finite, got {radius}")
+        SharpnessSettings("average", sharpness_rho).validate()
         validate_lanczos(tol, 200)
         if curvature not in CURVATURES:
             raise ParameterError("curvature", f"'{curvature}' is not one of {', '.join(CURVATURES)}")
         return self._judge(limits, radius, tol, self._seed(seed), tracker, surface_dirs, surface_out, setting,
-                           curvature, params)  # fmt: skip
+                           curvature, params, sharpness_rho, sharpness_adaptive)  # fmt: skip
 
     def _judge(self, limits, radius, tol, seed, tracker, surface_dirs, surface_out, setting, curvature="hessian",
-               params=None) -> CheckResult:  # fmt: skip
+               params=None, sharpness_rho=0.05, sharpness_adaptive=False) -> CheckResult:  # fmt: skip
         """`check` on validated limits (what `compare` calls, with limits that always pass)."""
         optimizer = self._setting(setting) if "max_eos_ratio" in limits else None
         gates, measured = run_checks(
@@ -288,6 +295,8 @@ class Landscape:
             surface_out=surface_out,
             curvature=curvature,
             params=params,
+            sharpness_rho=sharpness_rho,
+            sharpness_adaptive=sharpness_adaptive,
         )
         return CheckResult(gates, measured)
 

@@ -22,4 +22,6 @@ MEASURES = {
     "trace": ("max_trace", True),
     "eos": ("max_eos_ratio", True),
     "surface": ("max_surface_rise", True),
+    "worst": ("max_sharpness_worst", True),
+    "average": ("max_sharpness_avg", True),
 }

@@ -188,3 +188,33 @@ def test_average_and_worst_follow_the_definitions_on_a_small_network() -> None:
     sphere = draws[:200] / draws[:200].norm(dim=1, keepdim=True) * rho
     random_best = float((torch.func.vmap(loss_at)(w + sphere) - base).max())
     assert worst.value >= sam_step - 1e-12 and worst.value >= random_best
+
+
+def test_check_gates_and_compare_take_the_measures(cli, tmp_path) -> None:
+    """`check --max-sharpness-worst/--max-sharpness-avg` judge the values `sharpness` reports (same seed, same
+    samples); `compare` takes them from checkpoints and from two sharpness files alike."""
+    base, new = SAMPLE_DIR / "mlp_digits.pt", SAMPLE_DIR / "mlp_digits_sam.pt"
+    common = ["--samples", "300", "--device", "cpu", "--quiet"]
+    files = []
+    for ckpt in (base, new):
+        out = tmp_path / f"{ckpt.stem}.h5"
+        result = cli("sharpness", ckpt, "--no-spectrum", "--out", out, "--json", *common)
+        assert result.code == 0, result.err
+        files.append((out, {m["settings"]["measure"]: m["value"] for m in json.loads(result.out)["measures"]}))
+    worst, average = files[0][1]["worst"], files[0][1]["average"]
+    passing = cli("check", base, "--max-sharpness-worst", worst * 1.01, "--max-sharpness-avg", average * 1.01, "--json",
+                  *common)  # fmt: skip
+    assert passing.code == 0, passing.err
+    gates = {g["name"]: g for g in json.loads(passing.out)["gates"]}
+    assert gates["max_sharpness_worst"]["value"] == pytest.approx(worst, rel=1e-12)
+    assert gates["max_sharpness_avg"]["value"] == pytest.approx(average, rel=1e-12)
+    assert gates["max_sharpness_avg"]["uncertainty"] > 0
+    failing = cli("check", base, "--max-sharpness-avg", average * 0.99, *common)
+    assert failing.code == 1 and "FAIL" in failing.out
+    live = cli("compare", base, new, "--what", "worst,average", "--json", *common)
+    saved = cli("compare", files[0][0], files[1][0], "--json", "--quiet")
+    for result in (live, saved):
+        assert result.code == 0, result.err
+        deltas = {d["measure"]: d for d in json.loads(result.out)["deltas"]}
+        assert deltas["worst"]["base"] == pytest.approx(worst, rel=1e-12)
+        assert deltas["average"]["new"] == pytest.approx(files[1][1]["average"], rel=1e-12)

@@ -71,7 +71,18 @@ def deltas(
 
 
 #: What must agree between two results files for their numbers to be comparable (besides their kind).
-SETTINGS = ("data", "samples", "loss", "mode", "curvature", "dims", "radius", "directions")
+SETTINGS = (
+    "data",
+    "samples",
+    "loss",
+    "mode",
+    "curvature",
+    "dims",
+    "radius",
+    "directions",
+    "worst setting",
+    "average setting",
+)
 
 
 def _spec(text: object) -> object:
@@ -158,15 +169,24 @@ def measures_of_file(path: Path, what: list[str]) -> tuple[str, dict[str, float]
             values["surface"] = float(f["summary"].attrs["rise_mean"])
         elif kind == "eos":
             values["eos"] = float(attrs["ratio"])
+        elif kind == "sharpness":  # the first plain (full-batch) row of each measure, and the top eigenvalue/trace
+            for key in sorted(f.get("measures", {}), key=int):
+                row = read_attrs(f["measures"][key])
+                if row.get("measure") in ("worst", "average") and not row.get("m") and row["measure"] not in values:
+                    values[str(row["measure"])] = float(row["value"])
+                    settings[f"{row['measure']} setting"] = {k: row.get(k) for k in ("rho", "norm", "adaptive")}
+            if "top_eigenvalue" in attrs:
+                values["top"], values["trace"] = float(attrs["top_eigenvalue"]), float(attrs["trace"])
         elif kind not in ("spectrum", "surface", "eos"):
-            raise LandscapeError(f"{path} is a '{kind}' file; compare takes spectrum, surface or eos files")
+            raise LandscapeError(f"{path} is a '{kind}' file; compare takes spectrum, surface, eos or sharpness files")
     missing = [m for m in what if m not in values]
     if missing:
         raise ParameterError(
             "what", f"{path} ({kind}) holds no {', '.join(missing)}; choose what from {', '.join(values)}"
         )
     names = {"top": "top Hessian eigenvalue", "bottom": "bottom Hessian eigenvalue", "trace": "Hessian trace",
-             "eos": "sharpness / edge of stability", "surface": "mean loss rise at the radius"}  # fmt: skip
+             "eos": "sharpness / edge of stability", "surface": "mean loss rise at the radius",
+             "worst": "worst-case sharpness (lower bound)", "average": "average-case sharpness"}  # fmt: skip
     return str(kind), {m: values[m] for m in what}, {m: names[m] for m in what}, settings
 
 
@@ -175,4 +195,4 @@ def default_measures_of_files(base: Path) -> list[str]:
         kind = read_attrs(f).get("kind")
         if kind == "spectrum":
             return [m for m in ("top", "bottom", "trace") if m in f]
-    return {"surface": ["surface"], "eos": ["eos"]}.get(str(kind), ["top"])
+    return {"surface": ["surface"], "eos": ["eos"], "sharpness": ["worst", "average"]}.get(str(kind), ["top"])

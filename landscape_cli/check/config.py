@@ -10,7 +10,19 @@ from typing import Any
 from ..errors import LandscapeError
 
 #: Keys a config file may set, beyond the gates themselves.
-SETTINGS = ("radius", "samples", "seed", "split", "tol", "device", "dtype", "curvature", "params")
+SETTINGS = (
+    "radius",
+    "samples",
+    "seed",
+    "split",
+    "tol",
+    "device",
+    "dtype",
+    "curvature",
+    "params",
+    "sharpness_rho",
+    "sharpness_adaptive",
+)
 #: The types each key takes (gates: numbers).
 SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "radius": (int, float),
@@ -22,6 +34,8 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "dtype": (str,),
     "curvature": (str,),
     "params": (str,),
+    "sharpness_rho": (int, float),
+    "sharpness_adaptive": (bool,),
 }
 
 

@@ -20,6 +20,8 @@ KINDS = {
     "max_trace": GateKind("--max-trace", "Hessian trace", "max"),
     "max_eos_ratio": GateKind("--max-eos-ratio", "sharpness / edge of stability", "max"),
     "max_surface_rise": GateKind("--max-surface-rise", "mean loss rise at the radius", "max"),
+    "max_sharpness_worst": GateKind("--max-sharpness-worst", "worst-case sharpness (lower bound)", "max"),
+    "max_sharpness_avg": GateKind("--max-sharpness-avg", "average-case sharpness", "max"),
 }
 
 

@@ -31,12 +31,16 @@ def run_checks(
     surface_out: Path | None = None,
     curvature: str = "hessian",
     params: str | None = None,
+    sharpness_rho: float = 0.05,
+    sharpness_adaptive: bool = False,
 ) -> tuple[list[GateResult], dict[str, Any]]:
     """Judge every gate in `limits`, each measurement made once: the top eigenvalue (which the eos ratio
     reuses unless the optimizer is Adam, whose sharpness is preconditioned), the bottom one, the trace,
     and a 2D random filter-normalized plane on [-radius, radius], 11 x 11 points. `optimizer_state`: the
     saved optimizer state, whose Adam second moments precondition the eos gate's sharpness. `curvature` and
-    `params` choose the matrix of the eigenvalue and trace gates (the eos gate is always the Hessian's)."""
+    `params` choose the matrix of the eigenvalue and trace gates (the eos gate is always the Hessian's); the
+    worst- and average-case sharpness gates are taken at `sharpness_rho`, scaled by |w| with
+    `sharpness_adaptive` (docs/sharpness.md)."""
     chosen = problem.hvp_method
     if chosen is None:
         # "auto" times both HVP methods and keeps the faster, and their values differ in the last digits
@@ -44,8 +48,10 @@ def run_checks(
         problem.hvp_method = problem.first_working_method()
     try:
         matrix = Matrix(curvature, params)
-        return _judge_all(ckpt, problem, limits, radius, seed, tol, setting, optimizer_state, tracker,
-                          surface_dirs, surface_out, matrix)  # fmt: skip
+        results, measured = _judge_all(ckpt, problem, limits, radius, seed, tol, setting, optimizer_state, tracker,
+                                       surface_dirs, surface_out, matrix)  # fmt: skip
+        results += _sharpness_gates(problem, limits, sharpness_rho, sharpness_adaptive, seed, measured)
+        return results, measured
     finally:
         problem.hvp_method = chosen
 
@@ -151,3 +157,19 @@ def _surface_gate(ckpt, problem, limit, radius, seed, measured, dirs="random", o
     rise = float(result.summary.get("rise_mean", float("nan")))
     measured["surface"] = {"radius": radius, "rise_mean": rise, "rise_max": result.summary.get("rise_max")}
     return judge("max_surface_rise", rise, limit, None, "none (deterministic given --seed)")
+
+
+def _sharpness_gates(problem, limits, rho, adaptive, seed, measured) -> list[GateResult]:
+    """The literature's measures at `rho`: worst-case (a lower bound found by ascent: no uncertainty to state
+    beyond that) and average-case (with its Monte Carlo standard error)."""
+    from ..sharpness import SharpnessSettings, measure_sharpness
+
+    results = []
+    for gate, measure in (("max_sharpness_worst", "worst"), ("max_sharpness_avg", "average")):
+        if gate not in limits:
+            continue
+        result = measure_sharpness(problem, SharpnessSettings(measure, rho, adaptive=adaptive, seed=seed))
+        measured[measure] = {"rho": rho, "adaptive": adaptive, "value": result.value, "passes": result.passes}
+        kind = "Monte Carlo standard error" if measure == "average" else "none (a lower bound; deterministic)"
+        results.append(judge(gate, result.value, limits[gate], result.stderr, kind))
+    return results

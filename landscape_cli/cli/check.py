@@ -44,8 +44,37 @@ def check_command(
             rich_help_panel=GATES,
         ),
     ] = None,
+    max_sharpness_worst: Annotated[
+        float | None,
+        typer.Option(
+            "--max-sharpness-worst",
+            help="Fail above this worst-case sharpness at --sharpness-rho (max "
+            "loss increase in the L2 ball, a lower bound found by ascent).",
+            rich_help_panel=GATES,
+        ),  # fmt: skip
+    ] = None,
+    max_sharpness_avg: Annotated[
+        float | None,
+        typer.Option(
+            "--max-sharpness-avg",
+            help="Fail above this average-case sharpness at --sharpness-rho (mean increase under N(0, rho^2 I)).",
+            rich_help_panel=GATES,
+        ),  # fmt: skip
+    ] = None,
     radius: Annotated[
         float | None, typer.Option("--radius", help="Radius of the surface gate (default 0.5).", rich_help_panel=GATES)
+    ] = None,
+    sharpness_rho: Annotated[
+        float | None,
+        typer.Option("--sharpness-rho", help="Radius of the sharpness gates (default 0.05).", rich_help_panel=GATES),
+    ] = None,
+    sharpness_adaptive: Annotated[
+        bool | None,
+        typer.Option(
+            "--sharpness-adaptive/--no-sharpness-adaptive",
+            help="Scale the sharpness gates' perturbations by |w| (default off).",
+            rich_help_panel=GATES,
+        ),  # fmt: skip
     ] = None,
     config: Annotated[
         Path | None,
@@ -130,6 +159,8 @@ def check_command(
         "max_trace": max_trace,
         "max_eos_ratio": max_eos_ratio,
         "max_surface_rise": max_surface_rise,
+        "max_sharpness_worst": max_sharpness_worst,
+        "max_sharpness_avg": max_sharpness_avg,
     }
     limits = validate_limits({k: given[k] if given[k] is not None else settings.get(k) for k in KINDS})
     chosen: dict[str, Any] = {
@@ -142,11 +173,15 @@ def check_command(
         "dtype": _pick(dtype, settings, "dtype", "float32"),
         "curvature": _pick(curvature, settings, "curvature", "hessian"),
         "params": _pick(params, settings, "params", None),
+        "sharpness_rho": _pick(sharpness_rho, settings, "sharpness_rho", 0.05),
+        "sharpness_adaptive": _pick(sharpness_adaptive, settings, "sharpness_adaptive", False),
     }
     if chosen["curvature"] not in CURVATURES:
         raise LandscapeError(f"unknown --curvature '{chosen['curvature']}'; choose one of {', '.join(CURVATURES)}")
     if not 0 < chosen["radius"] < math.inf:
         raise LandscapeError(f"--radius must be positive and finite, got {chosen['radius']}")
+    if not 0 < chosen["sharpness_rho"] < math.inf:
+        raise LandscapeError(f"--sharpness-rho must be positive and finite, got {chosen['sharpness_rho']}")
     validate_lanczos(chosen["tol"], 200)
     OptimizerSetting(lr=lr).validate()
     reports = [junit] if junit is not None else []
@@ -159,7 +194,9 @@ def check_command(
                              chosen["seed"])  # fmt: skip
         with progress_bar(quiet) as tracker:
             check = scape.check(**limits, radius=chosen["radius"], tol=chosen["tol"], tracker=tracker, lr=lr,
-                                curvature=chosen["curvature"], params=chosen["params"])  # fmt: skip
+                                curvature=chosen["curvature"], params=chosen["params"],
+                                sharpness_rho=chosen["sharpness_rho"],
+                                sharpness_adaptive=chosen["sharpness_adaptive"])  # fmt: skip
         results, measured = check.gates, check.measured
         seconds = time.perf_counter() - started
         if junit is not None:
