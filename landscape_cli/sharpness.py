@@ -20,12 +20,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ParameterError
 from .problem import Problem
 
 MEASURES = ("worst", "average", "keskar")
+#: Pairs of perturbed models in each of the two blocks timed to choose one point per pass or several.
+TRIAL_PAIRS = 4
+#: The most memory the average's perturbations take at once.
+DRAW_BYTES = 256 << 20
 NORMS = ("l2", "linf")
 
 
@@ -44,6 +49,8 @@ class SharpnessSettings:
     steps: int = 20
     restarts: int = 3
     seed: int = 0
+    #: average: perturbed losses one point per pass ("loop"), several per data pass ("batched"), or timed ("auto")
+    points: str = "auto"
 
     def validate(self, n_samples: int | None = None) -> None:
         if self.measure not in MEASURES:
@@ -60,6 +67,8 @@ class SharpnessSettings:
                                    ("restarts", self.restarts, 1)):  # fmt: skip
             if not (isinstance(value, int) and value >= least):
                 raise ParameterError(name, f"must be a whole number of at least {least}, got {value!r}")
+        if self.points not in ("auto", "loop", "batched"):
+            raise ParameterError("points", f"'{self.points}' is unknown; choose auto, loop or batched")
         if self.m is not None:
             if not (isinstance(self.m, int) and self.m >= 1):
                 raise ParameterError("m", f"must be a whole number of at least 1, got {self.m!r}")
@@ -120,19 +129,67 @@ def _measure(problem: Problem, settings: SharpnessSettings) -> SharpnessResult:
 
 def _average(problem: Problem, settings: SharpnessSettings, w: torch.Tensor) -> SharpnessResult:
     """Antithetic pairs delta, -delta: the odd terms of the loss's expansion cancel within a pair, so the
-    estimate's variance is that of the even ones."""
+    estimate's variance is that of the even ones. The perturbed losses are evaluated as the surface sweep
+    evaluates its points (a private in-place model per point, or several perturbed models per data pass under
+    vmap, whichever the first blocks time faster: `settings.points`)."""
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     loss = float(problem.evaluate(w)["loss"])
     pairs = max(settings.perturbations // 2, 1)
-    means = []
-    for _ in range(pairs):
-        z = torch.randn(w.numel(), generator=generator, dtype=torch.float64).to(w.device, w.dtype)
-        delta = settings.rho * (z * w.abs() if settings.adaptive else z)
-        up, down = (float(problem.evaluate(w + s * delta)["loss"]) for s in (1, -1))
+    # the draws are made a chunk at a time: at most DRAW_BYTES of perturbations are held at once
+    chunk = max(1, DRAW_BYTES // (w.numel() * w.element_size()))
+    evaluate, means = _PerturbedLosses(problem, settings.points), []
+    for start in range(0, pairs, chunk):
+        draws = torch.randn(min(chunk, pairs - start), w.numel(), generator=generator, dtype=torch.float64)
+        draws = draws.to(w.device, w.dtype)
+        up, down = evaluate.at(settings.rho * (draws * w.abs() if settings.adaptive else draws))
         means.append(0.5 * (up + down) - loss)
-    values = torch.tensor(means, dtype=torch.float64)
+    values = torch.tensor(np.concatenate(means), dtype=torch.float64)
     stderr = float(values.std(unbiased=True) / math.sqrt(len(values))) if len(values) > 1 else math.nan
     return SharpnessResult(settings, float(values.mean()), stderr, False, loss, 1 + 2 * pairs)
+
+
+class _PerturbedLosses:
+    """L(w + delta) and L(w - delta) for rows delta of a matrix, in blocks of pairs: one point per forward
+    pass, or a block of points per data pass (vmap) where the first blocks show it is faster."""
+
+    def __init__(self, problem: Problem, points: str) -> None:
+        self.problem = problem
+        #: True: batched, False: one point per pass, None: not decided yet (timed on the first two blocks)
+        self.batched: bool | None = {"loop": False, "batched": True}.get(points)
+        self.seconds: dict[bool, float] = {}
+
+    def at(self, deltas: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from .surface.directions import Direction
+        from .surface.evaluate import PointEvaluator, points_per_pass_limit, timed
+
+        p = self.problem
+        probe = PointEvaluator(p, [Direction(deltas[0], {})])
+        if not probe.batched_ok:
+            self.batched = False
+        block = max(1, points_per_pass_limit([probe]) // 2)  # also the loop's: one model copy per block
+        up, down = [], []
+        start = 0
+        while start < len(deltas):
+            # while undecided, two small blocks (TRIAL_PAIRS each) are timed, one each way
+            size = min(block, TRIAL_PAIRS) if self.batched is None else block
+            part = deltas[start : start + size]
+            start += len(part)
+            evaluator = PointEvaluator(p, [Direction(d, {}) for d in part])
+            coefficients = np.concatenate([np.eye(len(part)), -np.eye(len(part))])
+            if self.batched is None:  # time a block each way, keeping the values, then keep the faster
+                batched = len(self.seconds) == 1
+                run = evaluator.evaluate_batched if batched else evaluator.evaluate_loop
+                if batched:
+                    run(coefficients[:1])  # vmap's start-up, not counted
+                values, seconds = timed(lambda run=run, c=coefficients: run(c), p.device)
+                self.seconds[batched] = seconds / len(coefficients)
+                if len(self.seconds) == 2:
+                    self.batched = self.seconds[True] < self.seconds[False]
+            else:
+                values = (evaluator.evaluate_batched if self.batched else evaluator.evaluate_loop)(coefficients)
+            up.append(values[: len(part), 0])
+            down.append(values[len(part) :, 0])
+        return np.concatenate(up), np.concatenate(down)
 
 
 def _ascend(problem: Problem, settings: SharpnessSettings, w: torch.Tensor, scale: torch.Tensor | None,
