@@ -45,6 +45,8 @@ def runs(tmp_path_factory) -> Path:
         _ok("spectrum", final, "--top-k", 2, "--bottom-k", 1, "--trace", "--density", "--samples", 200, "--out",
             run / "spectrum.h5", "--device", "cpu", "--quiet", "--no-plot")  # fmt: skip
         _ok("eos", run, "--quiet")
+        _ok("sharpness", final, "--samples", 200, "--steps", 5, "--perturbations", 8, "--out", run / "sharpness.h5",
+            "--device", "cpu", "--quiet")  # fmt: skip
         check = _run(["check", str(final), "--max-top-eig", "3", "--samples", "200", "--device", "cpu", "--json",
                       "--quiet"])  # fmt: skip
         assert check.code in (0, 1), check.err
@@ -94,6 +96,7 @@ def test_the_page_holds_every_file_and_names_what_it_cannot_read(runs, tmp_path)
     linked = figures[f"fig-{titles.index('Runs on linked step axes') + 1}"]["layout"]
     assert linked["xaxis2"]["matches"] == "x" and linked["xaxis3"]["matches"] == "x"
     for text in ("Comparison", "sharper", "flatter", "Provenance of surface2d.h5", "checkpoint_sha256",
+                 "Sharpness measures", "worst-case sharpness", "average rho=0.05",
                  "Sharpness gates (check)", "Comparison gates (compare)", "Edge of stability over the run",
                  "damaged.h5", 'class="pass"'):  # fmt: skip
         assert text in html, text

@@ -25,8 +25,8 @@ LOG_NAME = "train.h5"
 
 @dataclass
 class Item:
-    """One results file: its kind (surface, spectrum, train-log, sharpness-log, eos, eos-run, check, compare,
-    junit), what was read from it, and its provenance (the attributes it records)."""
+    """One results file: its kind (surface, spectrum, train-log, sharpness-log, eos, eos-run, sharpness, check,
+    compare, junit), what was read from it, and its provenance (the attributes it records)."""
 
     kind: str
     path: Path
@@ -113,6 +113,10 @@ def read_item(path: Path) -> Item | None:
                 return Item("spectrum", path, _spectrum(f), _provenance(attrs))
             if kind == "eos":
                 return Item("eos", path, attrs, _provenance(attrs))
+            if kind == "sharpness":
+                rows = [read_attrs(f["measures"][k]) for k in sorted(f.get("measures", {}), key=int)]
+                extra = {k: attrs.get(k) for k in ("top_eigenvalue", "top_error_bound", "trace", "trace_stderr")}
+                return Item("sharpness", path, {"rows": rows, **extra}, _provenance(attrs))
             if kind == "eos-run":
                 arrays = {k: np.asarray(f[k][()], np.float64) for k in ("step", "sharpness", "edge", "ratio", "lr")}
                 return Item("eos-run", path, {**arrays, "summary": _json(attrs.get("summary"))}, _provenance(attrs))
@@ -186,7 +190,19 @@ PROVENANCE_KEYS = (
 
 def _provenance(attrs: dict[str, Any]) -> dict[str, Any]:
     """What a results file records about how it was made, without its measured values."""
-    skip = {"kind", "summary", "loss", "grad_norm", "accuracy", "hvps_total", "config"}
+    skip = {
+        "kind",
+        "summary",
+        "loss",
+        "grad_norm",
+        "accuracy",
+        "hvps_total",
+        "config",
+        "top_eigenvalue",
+        "top_error_bound",
+        "trace",
+        "trace_stderr",
+    }
     keys = [k for k in PROVENANCE_KEYS if k in attrs] + sorted(k for k in attrs if k not in PROVENANCE_KEYS)
     return {k: attrs[k] for k in keys if k not in skip}
 

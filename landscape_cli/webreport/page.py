@@ -18,7 +18,8 @@ from .collect import Group, Item, Unreadable
 
 KIND_TITLES = {
     "surface": "Loss surface", "spectrum": "Spectrum", "train-log": "Training", "sharpness-log": "Tracked sharpness",
-    "eos": "Edge of stability", "eos-run": "Edge of stability over the run", "check": "Sharpness gates (check)",
+    "eos": "Edge of stability", "eos-run": "Edge of stability over the run", "sharpness": "Sharpness measures",
+    "check": "Sharpness gates (check)",
     "compare": "Comparison gates (compare)", "junit": "Gates (JUnit)",
 }  # fmt: skip
 
@@ -77,7 +78,8 @@ def _anchor(group: Group) -> str:
 def _comparison(page: Page, groups: list[Group]) -> str:
     parts = ["<section id='compare'><h2>Comparison</h2>",
              f"<p>Changes are from <b>{escape(groups[0].name)}</b>, in the direction of sharper curvature "
-             "(a larger top eigenvalue, trace or surface rise; a more negative bottom eigenvalue); other rows show the "
+             "(a larger top eigenvalue, trace, surface rise or sharpness measure; a more negative bottom eigenvalue); "
+             "other rows show the "
              "plain difference.</p>",
              tb.comparison(groups)]  # fmt: skip
     # 1D surfaces overlaid; without any, the cuts through y = 0 of the 2D ones
@@ -130,6 +132,8 @@ def _item(page: Page, item: Item, name: str) -> str:
         return page.figure(fg.training(data, f"{name}: training", _edge(item)))
     if item.kind == "eos":
         return tb.eos_verdict(data)
+    if item.kind == "sharpness":
+        return tb.sharpness_measures(data)
     if item.kind == "eos-run":
         summary = data["summary"] if isinstance(data["summary"], dict) else {}
         return tb.eos_run_summary(summary) + page.figure(fg.eos_run(data, f"{name}: sharpness against the edge"))

@@ -61,6 +61,23 @@ def spectrum_summary(spec: dict[str, Any]) -> str:
     return table(["measure", "value"], rows, "kv")
 
 
+def sharpness_measures(data: dict[str, Any]) -> str:
+    """`landscape sharpness`: each measure's value, its standard error or that it is a lower bound."""
+    rows = []
+    for r in data["rows"]:
+        note = "lower bound" if r.get("lower_bound") else ""
+        if r.get("stderr") is not None:
+            note = (note + ", " if note else "") + f"± {number(r['stderr'], 2)}"
+        unit = " %" if r.get("measure") == "keskar" else ""
+        rows.append([escape(str(r.get("name", ""))), number(r.get("value")) + unit, escape(note) or "-",
+                     number(r.get("passes"))])  # fmt: skip
+    for key, bound, label in (("top_eigenvalue", "top_error_bound", "top Hessian eigenvalue"),
+                              ("trace", "trace_stderr", "Hessian trace (Hutch++)")):  # fmt: skip
+        if data.get(key) is not None:
+            rows.append([label, number(data[key]), f"± {number(data.get(bound), 2)}", "-"])
+    return table(["measure", "value", "± / bound", "passes"], rows, "kv")
+
+
 def eos_verdict(attrs: dict[str, Any]) -> str:
     """A checkpoint's sharpness against its optimizer's edge (`landscape eos CHECKPOINT`)."""
     setting = attrs.get("setting")
@@ -132,7 +149,8 @@ class Quantity:
 QUANTITIES = (
     Quantity("top eigenvalue", +1), Quantity("bottom eigenvalue", -1), Quantity("trace", +1),
     Quantity("sharpness / edge (eos)", 0), Quantity("tracked top eigenvalue (last)", +1),
-    Quantity("surface: mean rise over the grid", +1), Quantity("loss (spectrum)", 0),
+    Quantity("surface: mean rise over the grid", +1), Quantity("worst-case sharpness", +1),
+    Quantity("average-case sharpness", +1), Quantity("loss (spectrum)", 0),
     Quantity("final train loss", 0), Quantity("final test loss", 0), Quantity("final test accuracy (%)", 0),
 )  # fmt: skip
 
@@ -150,6 +168,14 @@ def measured(group: Group) -> dict[str, float]:
             out.setdefault("trace", float(spec["trace"]["estimate"]))
         if spec.get("loss") is not None:
             out.setdefault("loss (spectrum)", float(spec["loss"]))
+    for item in group.of("sharpness"):  # the first plain full-batch row of each measure, as compare takes them
+        for row in item.data["rows"]:
+            name = {"worst": "worst-case sharpness", "average": "average-case sharpness"}.get(str(row.get("measure")))
+            if name and not row.get("m") and row.get("value") is not None:
+                out.setdefault(name, float(row["value"]))
+        for key, name in (("top_eigenvalue", "top eigenvalue"), ("trace", "trace")):
+            if item.data.get(key) is not None:
+                out.setdefault(name, float(item.data[key]))
     for item in group.of("eos"):
         out.setdefault("sharpness / edge (eos)", float(item.data.get("ratio", math.nan)))
     for item in group.of("eos-run"):
