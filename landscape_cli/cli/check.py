@@ -69,13 +69,11 @@ def check_command(
         typer.Option("--sharpness-rho", help="Radius of the sharpness gates (default 0.05).", rich_help_panel=GATES),
     ] = None,
     sharpness_adaptive: Annotated[
-        bool | None,
+        bool,
         typer.Option(
-            "--sharpness-adaptive/--no-sharpness-adaptive",
-            help="Scale the sharpness gates' perturbations by |w| (default off).",
-            rich_help_panel=GATES,
+            "--sharpness-adaptive", help="Scale the sharpness gates' perturbations by |w|.", rich_help_panel=GATES
         ),  # fmt: skip
-    ] = None,
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -174,7 +172,7 @@ def check_command(
         "curvature": _pick(curvature, settings, "curvature", "hessian"),
         "params": _pick(params, settings, "params", None),
         "sharpness_rho": _pick(sharpness_rho, settings, "sharpness_rho", 0.05),
-        "sharpness_adaptive": _pick(sharpness_adaptive, settings, "sharpness_adaptive", False),
+        "sharpness_adaptive": _pick(sharpness_adaptive or None, settings, "sharpness_adaptive", False),
     }
     if chosen["curvature"] not in CURVATURES:
         raise LandscapeError(f"unknown --curvature '{chosen['curvature']}'; choose one of {', '.join(CURVATURES)}")
