@@ -51,6 +51,14 @@ def frozen_batchnorm(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def _overflowed(grads: list[torch.Tensor], norm: torch.Tensor) -> bool:
+    """Whether a gradient holds inf or NaN. One host sync on the global norm, which is finite whenever every
+    entry is and their squares do not overflow; only then are the tensors themselves looked at."""
+    if bool(torch.isfinite(norm)):
+        return False
+    return not all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 class SharpnessAwareOptimizer(torch.optim.Optimizer):
     """What the six share: the two-step convention, the closure convention, the base optimizer's groups and state."""
 
@@ -92,6 +100,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         #: Sums over the ranks of a data-parallel run made without DDP (`landscape train`); identity otherwise.
         self.sync = GradientSync(None)
         self.last_perturbation: list[torch.Tensor] | None = None
+        #: w while the weights are at w + eps (between first_step and second_step), else None.
         self._saved: list[torch.Tensor] | None = None
         #: Steps taken (a skipped one included, as torch's schedulers count it).
         self.steps = 0
@@ -103,7 +112,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
     def _perturb(self, grads: list[torch.Tensor], params: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
-        return perturbation(self.variant, params, grads, _norm(grads), rho, self._ascent_kind())
+        assert self._ascent_norm is not None
+        return perturbation(self.variant, params, grads, self._ascent_norm, rho, self._ascent_kind())
 
     def _ascent_kind(self) -> str:
         return "normalized"
@@ -120,12 +130,12 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         if grad_scaler is not None and grad_scaler.is_enabled():
             grads = torch._foreach_div(grads, float(grad_scaler.get_scale()))
         self._saved = [p.detach().clone() for p in params]
+        self._ascent_norm = _norm(grads)
         # A scaled gradient that overflowed: no ascent, and this step will be skipped, as GradScaler skips it
-        self._skip = not all(bool(torch.isfinite(g).all()) for g in grads)
+        self._skip = _overflowed(grads, self._ascent_norm)
         if self._skip:
             self.last_perturbation = None
         else:
-            self._ascent_norm = _norm(grads)
             eps = self._perturbation(grads, params)
             torch._foreach_add_(params, eps)
             self.last_perturbation = eps
@@ -283,7 +293,8 @@ class EigenSAM(SharpnessAwareOptimizer):
 
     def _perturb(self, grads: list[torch.Tensor], params: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
         vector = self.eigenvector if self.eigenvector is not None and len(params) == len(self._params()) else None
-        return perturbation("eigensam", params, grads, _norm(grads), rho, "normalized", vector, self.alpha)
+        assert self._ascent_norm is not None
+        return perturbation("eigensam", params, grads, self._ascent_norm, rho, "normalized", vector, self.alpha)
 
     def first_step(self, zero_grad: bool = False, grad_scaler: Any = None,
                    loss_fn: Callable[[], torch.Tensor] | None = None) -> None:  # fmt: skip

@@ -135,7 +135,9 @@ def test_surface_under_two_ranks_and_a_resume_after_a_rank_died(tmp_path) -> Non
         assert not out.exists()
         header, journal = partial_paths(out)
         assert header.exists() and journal.stat().st_size > 0, "the stopped sweep left its header and journal"
-        assert "lost contact with another rank" in died.stderr
+        # rank 0 either sees the broken collective first or torchrun's SIGTERM first (it stops the survivors)
+        lines = died.stderr.splitlines()
+        assert "terminated" in lines or "lost contact with another rank" in died.stderr, died.stderr[-3000:]
         if resumed_ranks == 1:
             finish = single(*SURFACE, *loss, "--out", out, "--resume", cwd=tmp_path)
         else:

@@ -3,6 +3,8 @@ torch's closure give the weights `landscape train` gives; state_dict round trips
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,6 +159,27 @@ def test_grad_scaler_steps_equal_the_unscaled_ones_and_overflows_are_skipped() -
     assert scaler.get_scale() == scale / 2  # the scaler saw the overflow
     for a, b in zip(before, scaled.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("first_pass", [float("inf"), float("nan"), 1e30])
+def test_a_first_pass_overflow_skips_the_step_and_a_huge_finite_gradient_does_not(first_pass: float) -> None:
+    """The overflow check reads the global norm (one host sync); a norm that overflows from finite entries
+    (1e30 squared is inf in float32) must not pass for an overflowed gradient."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = optim.SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(4, 3)).sum().backward()
+    model.weight.grad[0, 0] = first_pass
+    opt.first_step(zero_grad=True)
+    assert opt.last_ascent_grad_norm != opt.last_ascent_grad_norm or opt.last_ascent_grad_norm == math.inf
+    model(torch.randn(4, 3)).sum().backward()
+    opt.second_step(zero_grad=True)
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    if math.isfinite(first_pass):
+        assert opt.last_perturbation is not None and all(moved)
+    else:
+        assert opt.last_perturbation is None and not any(moved)
 
 
 def test_eigensam_power_iterations_and_bad_arguments() -> None:
