@@ -26,6 +26,7 @@ from torch import nn
 from .errors import LandscapeWarning
 from .linalg import hutchpp_trace, lanczos_extremal
 from .operators import CurvatureOperator
+from .problem import Problem
 from .sinks import CsvTables, Sinks, TableLog, TensorBoardScalars
 
 MEASURES = ("top", "trace", "grad_norm", "alignment", "eos")
@@ -43,6 +44,31 @@ def _learning_rate(optimizer: Any) -> float:
     """The learning rate the optimizer (its first parameter group) steps with now; NaN without one."""
     groups = getattr(optimizer, "param_groups", None)
     return float(groups[0]["lr"]) if groups else math.nan
+
+
+def top_eigenpair(problem: Problem, *, tol: float, max_iter: int, seed: int, start: torch.Tensor | None = None
+                  ) -> tuple[dict[str, float], torch.Tensor]:  # fmt: skip
+    """The top Hessian eigenvalue of `problem` at its loaded weights, by Lanczos from `start` (a seeded random
+    vector when None): a row's columns (top_eigenvalue, error_bound, hvps) and the eigenvector, which is the
+    next measurement's warm start."""
+    calls = problem.hvp_calls
+    result = lanczos_extremal(CurvatureOperator(problem, "hessian"), top_k=1, tol=tol, max_iter=max_iter,
+                              seed=seed, want_vectors=True, start=start)  # fmt: skip
+    assert result.top.vectors is not None
+    columns = {
+        "top_eigenvalue": float(result.top.values[0]),
+        "error_bound": float(result.top.error_bounds[0]),
+        "hvps": float(problem.hvp_calls - calls),
+    }
+    return columns, result.top.vectors[0].detach()
+
+
+def perturbation_alignment(eps: list[torch.Tensor] | None, vector: torch.Tensor) -> float | None:
+    """|cos(eps, v)| of a SAM perturbation with the top eigenvector (None before the optimizer perturbed)."""
+    if eps is None:
+        return None
+    flat = torch.cat([e.reshape(-1) for e in eps]).to(vector)
+    return abs(float(flat @ vector / flat.norm().clamp_min(1e-30)))
 
 
 class SharpnessTracker:
@@ -115,34 +141,23 @@ class SharpnessTracker:
         row: dict[str, float] = {"step": float(step), "loss": loss, "lr": _learning_rate(optimizer)}
         if "grad_norm" in self.measures:
             row["grad_norm"] = grad_norm
-        op = CurvatureOperator(problem, "hessian")
         if {"top", "alignment", "eos"} & set(self.measures):
-            calls = op.calls
-            result = lanczos_extremal(op, top_k=1, tol=self.tol, max_iter=self.max_iter, seed=self.seed,
-                                      want_vectors=True, start=self._vector if self.warm_start else None)  # fmt: skip
-            top = float(result.top.values[0])
-            row.update(top_eigenvalue=top, error_bound=float(result.top.error_bounds[0]), hvps=float(op.calls - calls))
-            assert result.top.vectors is not None
-            self._vector = result.top.vectors[0].detach()
+            columns, self._vector = top_eigenpair(problem, tol=self.tol, max_iter=self.max_iter, seed=self.seed,
+                                                  start=self._vector if self.warm_start else None)  # fmt: skip
+            row.update(columns)
             if "alignment" in self.measures:
-                self._alignment(row, optimizer)
+                alignment = perturbation_alignment(getattr(optimizer, "last_perturbation", None), self._vector)
+                if alignment is not None:
+                    row["alignment"] = alignment
             if "eos" in self.measures:
-                self._edge(row, optimizer, top, grad_norm)
+                self._edge(row, optimizer, columns["top_eigenvalue"], grad_norm)
         if "trace" in self.measures:
-            trace = hutchpp_trace(op, matvecs=self.trace_hvps, seed=self.seed)
+            trace = hutchpp_trace(CurvatureOperator(problem, "hessian"), matvecs=self.trace_hvps, seed=self.seed)
             row.update(trace=trace.estimate, trace_stderr=trace.stderr)
         self.rows.append(row)
         if self._writes:
             self._write(row, optimizer)
         return row
-
-    def _alignment(self, row: dict[str, float], optimizer: Any) -> None:
-        """|cos(eps, v)| of the optimizer's last SAM perturbation with the top eigenvector."""
-        eps = getattr(optimizer, "last_perturbation", None)
-        if eps is None or self._vector is None:
-            return
-        flat = torch.cat([e.reshape(-1) for e in eps]).to(self._vector)
-        row["alignment"] = abs(float(flat @ self._vector / flat.norm().clamp_min(1e-30)))
 
     def _edge(self, row: dict[str, float], optimizer: Any, top: float, grad_norm: float) -> None:
         """The optimizer's edge of stability and sharpness / edge (SGD and the SAM family; Adam's preconditioned

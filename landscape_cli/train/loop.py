@@ -25,14 +25,13 @@ from ..distributed import broadcast_object, raise_everywhere, sum_floats
 from ..distributed import current as distributed_group
 from ..errors import LandscapeError, ParameterError
 from ..limits import require_memory
-from ..linalg import lanczos_extremal
 from ..locks import exclusive
-from ..operators import CurvatureOperator
 from ..optim import MSAM, EigenSAM, frozen_batchnorm
 from ..problem import Problem, per_sample_loss_sum
 from ..session import check_model_fits_data, subset_indices
 from ..signals import sigterm_raises
 from ..sinks import CsvTables, Sinks, TensorBoardScalars
+from ..track import perturbation_alignment, top_eigenpair
 from ..zoo.data import Dataset, load_data
 from ..zoo.models import build_model, count_parameters
 from .config import RESUMABLE_DIFFERENCES, TrainConfig
@@ -198,33 +197,17 @@ class Run:
         return row
 
     def track_sharpness(self) -> dict[str, float]:
-        """Top Hessian eigenvalue and full-batch gradient norm on the fixed tracking subset."""
+        """Top Hessian eigenvalue and full-batch gradient norm on the fixed tracking subset: SharpnessTracker's
+        measurement, always cold-started (a resumed run then tracks the values an uninterrupted one does,
+        without an eigenvector stored in the checkpoint)."""
         assert self.tracker is not None
         self.tracker.load_weights(self.model)
         _, gradient = self.tracker.loss_and_gradient()
-        calls = self.tracker.hvp_calls
-        result = lanczos_extremal(
-            CurvatureOperator(self.tracker, "hessian"),
-            top_k=1,
-            tol=1e-3,
-            max_iter=100,
-            seed=self.config.seed,
-            device=self.device,
-            dtype=self.config.dtype,
-            want_vectors=True,
-        )
-        row = {
-            "step": self.step,
-            "top_eigenvalue": float(result.top.values[0]),
-            "error_bound": float(result.top.error_bounds[0]),
-            "grad_norm": float(gradient.double().norm()),
-            "hvps": self.tracker.hvp_calls - calls,
-        }
-        eps = self.optimizer.last_perturbation
-        if eps is not None and result.top.vectors is not None:
-            flat = torch.cat([e.reshape(-1) for e in eps]).to(result.top.vectors.dtype)
-            v = result.top.vectors[0]
-            row["alignment"] = abs(float(flat @ v / flat.norm().clamp_min(1e-30)))
+        columns, vector = top_eigenpair(self.tracker, tol=1e-3, max_iter=100, seed=self.config.seed)
+        row = {"step": self.step, **columns, "grad_norm": float(gradient.double().norm())}
+        alignment = perturbation_alignment(self.optimizer.last_perturbation, vector)
+        if alignment is not None:
+            row["alignment"] = alignment
         return row
 
     # -- checkpoints --------------------------------------------------------------------------------
