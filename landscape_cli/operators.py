@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, vmap
 
+from .attention import differentiable_attention
 from .batches import Batch, as_batch, map_tensors
 from .batches import rows as rows_of
 from .choices import CURVATURES
@@ -151,7 +152,7 @@ class CurvatureOperator:
         p = self.problem
         leaves = {k: t.detach().requires_grad_(True) for k, t in p.layout.unflatten(p.w).items()}
         names = tuple(leaves)
-        with torch.enable_grad():
+        with torch.enable_grad(), differentiable_attention():
             raw = functional_call(p.model, (leaves, p.buffers), batch.args, batch.kwargs)
             out = logits_of(raw)
             # J v by the double-backward trick: d/du <J^T u, v> = J v, linear in u, so u = 0 will do

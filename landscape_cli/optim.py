@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attention import differentiable_attention
 from .batches import batch_size_of, rows
 from .linalg.power import power_iteration
 from .train.optimizers import ASCENTS, BatchNormFreeze, _norm, perturbation
@@ -325,7 +326,7 @@ class EigenSAM(SharpnessAwareOptimizer):
         else:
             start = torch.cat([t.reshape(-1) for t in self.eigenvector])
         context = frozen_batchnorm(self.model) if self.model is not None else contextlib.nullcontext()
-        with context, torch.enable_grad():
+        with context, torch.enable_grad(), differentiable_attention():
             g = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
             used = [(i, t) for i, t in enumerate(g) if t is not None]
 

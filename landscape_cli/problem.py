@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from .attention import differentiable_attention
 from .batches import Batch, as_batch, move, rows, select, take
 from .distributed import agree, all_reduce_sum_, sum_floats
 from .distributed import current as distributed_group
@@ -33,9 +34,10 @@ from .zoo.data import Dataset
 
 #: The exact HVP methods, which `auto` times against each other.
 HVP_METHODS = ("jvp", "double-backward")
-#: Central differences of gradients, for models whose ops have neither derivative of a derivative (fused
-#: attention kernels): approximate, see `Problem._hvp_finite_difference`.
+#: Central differences of gradients, for models whose ops have neither derivative of a derivative (custom
+#: fused kernels): approximate, see `Problem._hvp_finite_difference`.
 FINITE_DIFFERENCE = "finite-difference"
+
 GradientGraph = tuple[dict[str, torch.Tensor], tuple[torch.Tensor | None, ...], float]
 #: |u.Hv - v.Hu| relative to |u||Hv| + |v||Hu| above which an HVP method is wrong (float32 rounding: ~1e-7).
 ASYMMETRY_LIMIT = 1e-3
@@ -50,6 +52,17 @@ TRIM_EACH_PRODUCT_PARAMS = 1_000_000
 CALIBRATION_SAMPLES = 128
 #: ... and at least this many, however few samples there are.
 CALIBRATION_FLOOR = 16
+
+
+def finite_difference_step(dtype: torch.dtype) -> float:
+    """The RMS entry of h v (per unit of 1 + the RMS weight) of a central-difference HVP. Theory balances the
+    truncation error (h^2 times third derivatives of order one) against rounding (eps / h) at cbrt(eps).
+    Networks' third derivatives are larger than that assumes: in float32 the error on a tanh MLP and a GPT-2
+    is smallest 30 times below cbrt(eps) (tanh 2e-3 at cbrt(eps), 4e-5 there; GPT-2 0.15 and 2e-4), which
+    is where it is taken. float64 keeps cbrt(eps) (tanh 3e-9): HF losses round the logits to float32
+    inside, which a smaller step would magnify."""
+    eps = float(torch.finfo(dtype).eps)
+    return eps ** (1 / 3) * (1 / 30 if dtype == torch.float32 else 1.0)
 
 
 @dataclass(frozen=True)
@@ -485,22 +498,22 @@ class Problem:
         def gradient(p: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
             return grad(lambda q: self._loss_sum(q, batch), has_aux=True)(p)
 
-        _, hv, count = jvp(gradient, (params,), (v,), has_aux=True)
+        with differentiable_attention():
+            _, hv, count = jvp(gradient, (params,), (v,), has_aux=True)
         return self.layout.flatten(hv), count
 
     def _hvp_finite_difference(self, params: dict, v: dict, batch: Batch) -> tuple[torch.Tensor, float]:
         """(g(w + h v) - g(w - h v)) / 2h on the batch: two gradients, no second derivative of any op.
 
-        The step makes h v's RMS entry cbrt(eps) x (1 + the RMS weight): the central difference's
-        truncation error (h^2) and rounding error (eps / h) then balance, at about cbrt(eps)^2 relative:
-        1e-4 in float32 (measured 3e-5 to 2e-4 on our models), 1e-10 in float64."""
+        The step makes h v's RMS entry `finite_difference_step(dtype)` x (1 + the RMS weight). A ReLU
+        network's gradient jumps where a unit's input crosses zero, and no step is exact across a jump."""
         w = self.layout.flatten(params)
         direction = self.layout.flatten(v)
         n = max(1, w.numel())
         rms_v = float(direction.norm()) / n**0.5
         if rms_v == 0.0:
             return torch.zeros_like(w), float(self._count_of(batch))
-        step = float(torch.finfo(self.dtype).eps) ** (1 / 3) * (1.0 + float(w.norm()) / n**0.5) / rms_v
+        step = finite_difference_step(self.dtype) * (1.0 + float(w.norm()) / n**0.5) / rms_v
         grads, count = [], 0.0
         for sign in (1.0, -1.0):
             leaves = {
@@ -520,7 +533,7 @@ class Problem:
     def _gradient_graph(self, params: dict[str, torch.Tensor], batch: Batch) -> GradientGraph:
         """The batch's gradient with its graph kept, so that H v is one more backward pass."""
         leaves = {k: t.detach().requires_grad_(True) for k, t in params.items()}
-        with torch.enable_grad():
+        with torch.enable_grad(), differentiable_attention():
             value, count = self._loss_sum(leaves, batch)
             grads = torch.autograd.grad(value, tuple(leaves.values()), create_graph=True, allow_unused=True)
         return leaves, grads, float(count)
@@ -617,7 +630,8 @@ class Problem:
             reasons = "; ".join(f"{k}: {v}" for k, v in errors.items())
             warnings.warn(LandscapeWarning(
                 f"the model supports neither exact HVP method ({reasons[:300]}); using finite differences of "
-                "gradients, accurate to about 1e-4 relative in float32 and 1e-9 in float64"), stacklevel=2)  # fmt: skip
+                "gradients, accurate to about 1e-3 relative in float32 and 1e-9 in float64 where the model is smooth "
+                "(not across ReLU kinks)"), stacklevel=2)  # fmt: skip
             self.hvp_method = FINITE_DIFFERENCE
             return self.hvp_method
         self.hvp_method = min(self.hvp_timings, key=self.hvp_timings.__getitem__)

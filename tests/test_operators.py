@@ -390,7 +390,7 @@ class Plain(Fused):
         return self.b(torch.tanh(self.a(x)))
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-8), ("float32", 1e-3)])
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-8), ("float32", 1.5e-4)])
 def test_finite_differences_agree_with_exact_hvps(dtype, tolerance) -> None:
     x, y = classification((4,), n=40)
     exact = ls.hessian(Plain(), (x, y), device="cpu", dtype=dtype, hvp="double-backward")
