@@ -46,6 +46,15 @@ def _learning_rate(optimizer: Any) -> float:
     return float(groups[0]["lr"]) if groups else math.nan
 
 
+def unwrapped_optimizer(optimizer: Any) -> Any:
+    """The optimizer a trainer wraps (accelerate's AcceleratedOptimizer and Lightning's LightningOptimizer keep
+    it as `.optimizer`), or `optimizer` itself."""
+    inner = getattr(optimizer, "optimizer", None)
+    while isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
+        optimizer, inner = inner, getattr(inner, "optimizer", None)
+    return optimizer
+
+
 def top_eigenpair(problem: Problem, *, tol: float, max_iter: int, seed: int, start: torch.Tensor | None = None
                   ) -> tuple[dict[str, float], torch.Tensor]:  # fmt: skip
     """The top Hessian eigenvalue of `problem` at its loaded weights, by Lanczos from `start` (a seeded random
@@ -133,7 +142,9 @@ class SharpnessTracker:
         return self.measure(step, optimizer)
 
     def measure(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        """Every chosen measure at the model's current weights, now."""
+        """Every chosen measure at the model's current weights, now. `optimizer` may be a trainer's wrapper
+        around the optimizer (accelerate's, Lightning's)."""
+        optimizer = unwrapped_optimizer(optimizer)
         problem = self.landscape.problem
         problem.load_weights(self.model)
         loss, gradient = problem.loss_and_gradient()

@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..optim import MSAM, EigenSAM, SharpnessAwareOptimizer, frozen_batchnorm
-from ..track import SharpnessTracker
+from ..track import SharpnessTracker, unwrapped_optimizer
 
 
 class SharpnessAwareTrainer(Trainer):
@@ -78,15 +78,6 @@ class SharpnessAwareTrainer(Trainer):
         return loss
 
 
-def unwrapped_optimizer(optimizer: Any) -> Any:
-    """The optimizer a trainer wraps (accelerate's AcceleratedOptimizer and Lightning's LightningOptimizer keep
-    it as `.optimizer`), or `optimizer` itself."""
-    inner = getattr(optimizer, "optimizer", None)
-    while isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
-        optimizer, inner = inner, getattr(inner, "optimizer", None)
-    return optimizer
-
-
 class SharpnessCallback(TrainerCallback):
     """`data` (a Dataset of dict samples, a DataLoader or batches), `loss` ("model": the model's own `.loss`, as
     HF models compute it) and the keyword arguments are SharpnessTracker's."""
@@ -109,7 +100,7 @@ class SharpnessCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                     **kwargs: Any) -> None:  # fmt: skip
         assert self.tracker is not None
-        row = self.tracker.step(state.global_step, unwrapped_optimizer(optimizer))
+        row = self.tracker.step(state.global_step, optimizer)
         if row is None:
             return
         logs = {self.prefix + k: v for k, v in row.items() if k != "step"}
