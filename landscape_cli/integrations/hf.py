@@ -25,12 +25,12 @@ from ..track import SharpnessTracker, unwrapped_optimizer
 class SharpnessAwareTrainer(Trainer):
     """A `transformers.Trainer` whose training step takes SAM's two passes: the loss and its backward at w, the
     optimizer's `first_step` (to w + eps), the loss and its backward again (BatchNorm statistics frozen); the
-    Trainer then clips the second gradient and calls `optimizer.step()`, which is the second step (back to w,
-    the base optimizer steps). The optimizer, given as `optimizers=(opt, scheduler or None)`, is `SAM`, `ASAM`,
-    `SSAM`, `USAM` or `EigenSAM` (its power iterations use the batch's loss). `max_grad_norm` clips the descent
-    gradient the base optimizer receives (after SSAM's rescaling), unless the optimizer has its own
-    `clip_grad_norm`. With fp16 the ascent divides by the loss scale and an overflow skips the step, as
-    `GradScaler` skips it. The logged loss is the one at w.
+    Trainer then calls `optimizer.step()`, which is the second step (back to w, the base optimizer steps).
+    The optimizer, given as `optimizers=(opt, scheduler or None)`, is `SAM`, `ASAM`, `SSAM`, `USAM` or
+    `EigenSAM` (its power iterations use the batch's loss). `max_grad_norm` clips the descent gradient the
+    base optimizer receives (after SSAM's rescaling), unless the optimizer has its own `clip_grad_norm`. With
+    fp16 the ascent divides by the loss scale and an overflow skips the step, as `GradScaler` skips it. The
+    logged loss is the one at w.
 
     Refused: `MSAM` (it cuts the batch itself and takes its own step) and gradient accumulation (SAM's ascent
     needs the whole batch's gradient before the second pass: raise `per_device_train_batch_size` instead)."""
@@ -65,10 +65,10 @@ class SharpnessAwareTrainer(Trainer):
         loss = super().training_step(model, dict(inputs), num_items_in_batch)
         scaler = getattr(self.accelerator, "scaler", None)
         if isinstance(optimizer, EigenSAM):
-            prepared = self._prepare_inputs(dict(inputs))
 
-            def batch_loss() -> torch.Tensor:
-                return self.compute_loss(self.model, dict(prepared), num_items_in_batch=num_items_in_batch)
+            def batch_loss() -> torch.Tensor:  # called only on the steps that refresh the eigenvector
+                prepared = self._prepare_inputs(dict(inputs))
+                return self.compute_loss(self.model, prepared, num_items_in_batch=num_items_in_batch)
 
             optimizer.first_step(zero_grad=True, grad_scaler=scaler, loss_fn=batch_loss)
         else:
